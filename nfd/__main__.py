@@ -1,0 +1,5 @@
+"""``python -m nfd`` is the ``nfd`` command."""
+
+from nfd.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,64 @@
+"""The ``nfd`` command. Each verb lives beside the code it drives and registers itself here.
+
+Every Snakemake rule and every DVC stage calls exactly one of these verbs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from nfd import __version__
+from nfd.errors import NfdError
+
+VERB_MODULES = [
+    "nfd.train",
+    "nfd.sample",
+    "nfd.fit_image",
+    "nfd.data.cli",
+    "nfd.mesh",
+    "nfd.render",
+    "nfd.figures",
+    "nfd.metrics.cli",
+    "nfd.tables",
+    "nfd.bench",
+]
+"""Modules that define ``register(subparsers)``; each adds one verb (or a verb group) with full ``--help``."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nfd",
+        description="Generative models as distributions of functions: data, training, sampling, figures, metrics.",
+    )
+    parser.add_argument("--version", action="version", version=f"nfd {__version__}")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    sub.required = True
+    for name in VERB_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name == name:  # the verb's module is not part of this build yet
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = args.func(args)
+    except NfdError as e:
+        print(f"nfd {args.verb}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"nfd {args.verb}: interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

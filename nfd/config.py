@@ -1,0 +1,407 @@
+"""Typed, documented configuration: dataclasses, named presets, YAML and ``--set key=value`` overrides.
+
+Every run saves its resolved config (``config.yaml``) beside its outputs, and checkpoints store it as plain data
+(a nested dict), never as a pickled object, so they load with ``torch.load(..., weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nfd.errors import NfdError
+
+
+class ConfigError(NfdError):
+    """A bad preset name, config key or value; the message is one line naming the key."""
+
+
+@dataclass
+class EncodingConfig:
+    """Random Fourier features gamma(x) = [cos 2piBx, sin 2piBx] applied to coordinates (paper Sec. 2.3)."""
+
+    num_frequencies: int = 128
+    """m, the number of frequencies (rows of B). 0 disables the encoding (identity), as for the 3D chairs."""
+    scale: float = 1.0
+    """sigma, the standard deviation of the entries of B ~ N(0, sigma^2)."""
+    learnable: bool = False
+    """Learn B as a parameter instead of keeping it a fixed buffer (App. A.2.5: no gain, slower)."""
+
+
+@dataclass
+class GeneratorConfig:
+    """The neural function distribution: p(z), hypernetwork g_phi and function representation f_theta (Sec. 3.1)."""
+
+    latent_dim: int = 64
+    """Dimension of the latent z ~ N(0, I)."""
+    hidden: list[int] = field(default_factory=lambda: [128, 128, 128])
+    """Hidden layer widths of the function MLP f_theta (App. A.2: 3 x 128)."""
+    hyper_hidden: list[int] = field(default_factory=lambda: [256, 512])
+    """Hidden layer widths of the hypernetwork g_phi (App. A.2: 256, 512)."""
+    leaky_slope: float = 0.2
+    """Negative slope of the LeakyReLU used in f_theta and g_phi."""
+    encoding: EncodingConfig = field(default_factory=EncodingConfig)
+    """Fourier-feature encoding of the coordinates."""
+
+
+@dataclass
+class DiscriminatorConfig:
+    """The point-cloud discriminator (Sec. 3.4, App. A.2) or the set-discriminator baseline (App. B.2)."""
+
+    kind: str = "pointconv"
+    """'pointconv' (the paper's model) or 'set' (PointNet/DeepSet baseline of App. B.2)."""
+    channels: list[int] = field(default_factory=lambda: [64, 128, 256])
+    """Output channels of the PointConv layers; each is followed by average pooling that keeps 1/2^d of the points."""
+    neighbours: int = 0
+    """Neighbours per PointConv/pooling query; 0 means 3^d as in the paper."""
+    weight_hidden: list[int] = field(default_factory=lambda: [16, 16, 16, 16])
+    """Hidden widths of every weight MLP W(x_i - x); its output width is the last entry (the 'mid' channels)."""
+    norm_p: float = 2.0
+    """p of the l_p metric used for the neighbour search (inf allowed)."""
+    batchnorm: bool = True
+    """Batchnorm between PointConv layers (App. A.2.5: crucial for stability)."""
+    weightnet_batchnorm: bool = True
+    """Batchnorm inside the weight MLPs."""
+    leaky_slope: float = 0.2
+    """Negative slope of the LeakyReLU between layers."""
+    set_hidden: list[int] = field(default_factory=lambda: [256, 256])
+    """Set discriminator only: hidden widths of phi and of rho."""
+    set_num_frequencies: int = 64
+    """Set discriminator only: frequencies of the RFF encodings gamma_x and gamma_y."""
+    set_scale: float = 1.0
+    """Set discriminator only: sigma of the RFF encodings gamma_x and gamma_y."""
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and bookkeeping of one training run (Sec. 3.5, App. A.2)."""
+
+    model: str = "gan"
+    """'gan' (NFD against the discriminator) or 'autodecoder' (baseline of App. B.1)."""
+    batch_size: int = 128
+    """Examples per step."""
+    num_points: int = 0
+    """K, points sampled per example per step (0 = every point); resolution independence (Sec. 3.2)."""
+    steps: int = 0
+    """Training steps; 0 means derive from epochs."""
+    epochs: float = 150.0
+    """Passes over the training split, used when steps is 0."""
+    lr_g: float = 1e-4
+    """Adam learning rate of the hypernetwork (or of the auto-decoder)."""
+    lr_d: float = 4e-4
+    """Adam learning rate of the discriminator."""
+    beta1: float = 0.5
+    """Adam beta1."""
+    beta2: float = 0.999
+    """Adam beta2."""
+    r1_weight: float = 10.0
+    """Weight of the R1 penalty on real sets."""
+    r1_on: str = "logit"
+    """Differentiate D's 'logit' (default; does not vanish when D saturates) or its 'sigmoid' output for R1."""
+    autodecoder_prior_std: float = 1e-2
+    """Auto-decoder only: std of the Gaussian prior of the per-example latents (small, see App. B.1)."""
+    autodecoder_lr_latent: float = 1e-3
+    """Auto-decoder only: Adam learning rate of the per-example latents."""
+    checkpoint_every: int = 1000
+    """Write a checkpoint every this many steps (and always at the end)."""
+    sample_every: int = 500
+    """Save a grid of samples from fixed latents every this many steps."""
+    num_fixed_samples: int = 16
+    """Number of fixed latents in the periodic sample grids."""
+    seed: int = 0
+    """Seed of every random number generator of the run."""
+    num_workers: int = 0
+    """DataLoader worker processes."""
+    device: str = "auto"
+    """'auto' (cuda if available), 'cpu', 'cuda' or 'cuda:N'."""
+    threads: int = 0
+    """torch intra-op threads on CPU; 0 keeps torch's default (the number of cores)."""
+    amp: bool = False
+    """bf16 autocast on CUDA."""
+
+
+@dataclass
+class Config:
+    """A full experiment: model, discriminator and training settings. Data dimensions come from the data file."""
+
+    name: str = "custom"
+    """Name of the preset this config started from."""
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    """The neural function distribution."""
+    discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
+    """The discriminator."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """Optimisation."""
+
+
+def _preset_mnist() -> Config:
+    c = Config(name="mnist")
+    c.generator.encoding = EncodingConfig(num_frequencies=128, scale=1.0)
+    c.discriminator.channels = [64, 128, 256]
+    c.train.batch_size, c.train.epochs = 128, 150
+    return c
+
+
+def _preset_celebahq64() -> Config:
+    c = Config(name="celebahq64")
+    c.generator.encoding = EncodingConfig(num_frequencies=128, scale=2.0)
+    c.discriminator.channels = [64, 128, 256, 512]
+    c.train.batch_size, c.train.epochs = 64, 300
+    return c
+
+
+def _preset_celebahq128() -> Config:
+    c = Config(name="celebahq128")
+    c.generator.encoding = EncodingConfig(num_frequencies=128, scale=3.0)
+    c.discriminator.channels = [64, 128, 256, 512, 1024]
+    c.train.batch_size, c.train.epochs = 22, 70
+    return c
+
+
+def _preset_shapenet_chairs() -> Config:
+    c = Config(name="shapenet_chairs")
+    c.generator.encoding = EncodingConfig(num_frequencies=0, scale=0.0)
+    c.discriminator.channels = [64, 128, 256]
+    c.train.batch_size, c.train.epochs, c.train.num_points = 24, 200, 4096
+    c.train.lr_g, c.train.lr_d = 2e-5, 8e-5
+    return c
+
+
+def _preset_demo_mnist() -> Config:
+    """A CPU-sized MNIST model that learns recognisable digits in minutes."""
+    c = _preset_mnist()
+    c.name = "demo_mnist"
+    c.discriminator.channels = [32, 64, 128]
+    c.train.batch_size, c.train.steps, c.train.num_points = 32, 1500, 0
+    c.train.checkpoint_every, c.train.sample_every = 500, 250
+    return c
+
+
+def _preset_demo_chairs() -> Config:
+    """A CPU-sized chairs model: fewer points and channels, larger learning rates, same architecture family."""
+    c = _preset_shapenet_chairs()
+    c.name = "demo_chairs"
+    c.discriminator.channels = [32, 64, 128]
+    c.train.batch_size, c.train.steps, c.train.num_points = 16, 1500, 2048
+    c.train.lr_g, c.train.lr_d = 1e-4, 4e-4
+    c.train.checkpoint_every, c.train.sample_every = 500, 250
+    return c
+
+
+def _preset_tiny() -> Config:
+    """Seconds per run: for tests and the `tiny` pipeline preset; trains on images and 3D alike."""
+    c = Config(name="tiny")
+    c.generator = GeneratorConfig(latent_dim=8, hidden=[16, 16], hyper_hidden=[32, 32],
+                                  encoding=EncodingConfig(num_frequencies=8, scale=1.0))
+    c.discriminator.channels = [8, 16]
+    c.discriminator.weight_hidden = [8, 8]
+    c.discriminator.set_hidden = [32, 32]
+    c.discriminator.set_num_frequencies = 8
+    c.train.batch_size, c.train.steps, c.train.num_points = 8, 10, 256
+    c.train.checkpoint_every, c.train.sample_every, c.train.num_fixed_samples = 5, 5, 4
+    return c
+
+
+PRESETS = {
+    "mnist": _preset_mnist,
+    "celebahq64": _preset_celebahq64,
+    "celebahq128": _preset_celebahq128,
+    "shapenet_chairs": _preset_shapenet_chairs,
+    "demo_mnist": _preset_demo_mnist,
+    "demo_chairs": _preset_demo_chairs,
+    "tiny": _preset_tiny,
+}
+"""Named presets: the paper's four experiments (App. A.2) and three CPU-sized ones."""
+
+ALIASES = {"batch": "train.batch_size", "points": "train.num_points", "steps": "train.steps",
+           "seed": "train.seed", "device": "train.device", "threads": "train.threads"}
+"""Short names accepted by ``--set`` (e.g. ``--set batch=24``)."""
+
+
+def preset(name: str) -> Config:
+    """Return a fresh copy of the named preset."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset '{name}' (known: {', '.join(sorted(PRESETS))})")
+    return PRESETS[name]()
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    """The config as plain nested data (safe for YAML, JSON and weights-only checkpoints)."""
+    return dataclasses.asdict(cfg)
+
+
+def _coerce(value: Any, current: Any, key: str) -> Any:
+    if isinstance(current, bool):
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"config key '{key}' expects true/false, got {value!r}")
+    if isinstance(current, int) and not isinstance(current, bool):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"config key '{key}' expects an integer, got {value!r}")
+    if isinstance(current, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"config key '{key}' expects a number, got {value!r}")
+    if isinstance(current, list):
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            raise ConfigError(f"config key '{key}' expects a list of integers, got {value!r}")
+        return list(value)
+    if isinstance(current, str):
+        if not isinstance(value, str):
+            raise ConfigError(f"config key '{key}' expects a string, got {value!r}")
+        return value
+    raise ConfigError(f"config key '{key}' cannot be set")
+
+
+def set_value(cfg: Config, key: str, value: Any) -> None:
+    """Set a dotted key (``train.lr_g``) or an alias (``batch``) to ``value``, type-checked."""
+    key = ALIASES.get(key, key)
+    parts = key.split(".")
+    obj: Any = cfg
+    for i, part in enumerate(parts):
+        names = {f.name for f in fields(obj)}
+        if part not in names:
+            where = ".".join(parts[:i]) or "config"
+            raise ConfigError(f"unknown config key '{key}' ('{part}' is not in {where}: {', '.join(sorted(names))})")
+        if i == len(parts) - 1:
+            current = getattr(obj, part)
+            if is_dataclass(current):
+                if not isinstance(value, dict):
+                    raise ConfigError(f"config key '{key}' is a section and expects a mapping")
+                for k, v in value.items():
+                    set_value(cfg, f"{key}.{k}", v)
+            else:
+                setattr(obj, part, _coerce(value, current, key))
+        else:
+            obj = getattr(obj, part)
+            if not is_dataclass(obj):
+                raise ConfigError(f"unknown config key '{key}' ('{part}' is not a section)")
+
+
+def apply_dict(cfg: Config, data: dict[str, Any], prefix: str = "") -> Config:
+    """Apply a nested mapping of overrides (e.g. read from YAML) to ``cfg`` in place and return it."""
+    for k, v in data.items():
+        if prefix == "" and k == "name":
+            if not isinstance(v, str):
+                raise ConfigError("config key 'name' expects a string")
+            cfg.name = v
+            continue
+        set_value(cfg, f"{prefix}{k}", v)
+    return cfg
+
+
+def parse_set(items: list[str] | None) -> dict[str, Any]:
+    """Parse ``key=value`` strings; values are read as YAML scalars/lists (``1e-4``, ``true``, ``[32,64]``)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got '{item}'")
+        k, v = item.split("=", 1)
+        try:
+            out[k.strip()] = yaml.safe_load(v)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {k}: cannot parse value '{v}': {e}") from None
+    return out
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+    """Rebuild a config from :func:`to_dict` output (e.g. stored in a checkpoint); unknown keys are errors."""
+    data = copy.deepcopy(data)
+    cfg = Config()
+    return apply_dict(cfg, data)
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping of overrides; a clear error names the file on failure."""
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: config file not found") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping of config keys at the top level")
+    return data
+
+
+def resolve(preset_name: str, yaml_file: str | Path | None = None, sets: list[str] | None = None) -> Config:
+    """Preset, then YAML overrides, then ``--set`` overrides, in that order."""
+    cfg = preset(preset_name)
+    if yaml_file is not None:
+        data = load_yaml(yaml_file)
+        data.pop("preset", None)
+        apply_dict(cfg, data)
+    for k, v in parse_set(sets).items():
+        set_value(cfg, k, v)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Reject values that no code path accepts, naming the key."""
+    if cfg.discriminator.kind not in ("pointconv", "set"):
+        raise ConfigError(f"discriminator.kind must be 'pointconv' or 'set', got '{cfg.discriminator.kind}'")
+    if cfg.train.model not in ("gan", "autodecoder"):
+        raise ConfigError(f"train.model must be 'gan' or 'autodecoder', got '{cfg.train.model}'")
+    if cfg.train.r1_on not in ("logit", "sigmoid"):
+        raise ConfigError(f"train.r1_on must be 'logit' or 'sigmoid', got '{cfg.train.r1_on}'")
+    if cfg.train.batch_size < 1:
+        raise ConfigError("train.batch_size must be >= 1")
+    if cfg.train.num_points < 0:
+        raise ConfigError("train.num_points must be >= 0 (0 = all points)")
+    if not cfg.discriminator.channels:
+        raise ConfigError("discriminator.channels must not be empty")
+    if not cfg.discriminator.weight_hidden:
+        raise ConfigError("discriminator.weight_hidden must not be empty")
+    if cfg.discriminator.norm_p <= 0:
+        raise ConfigError("discriminator.norm_p must be > 0 (inf allowed)")
+
+
+def save_yaml(cfg: Config, path: str | Path) -> None:
+    """Write the resolved config atomically (temp file, then rename)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    tmp.replace(p)
+
+
+def describe(cls: type = Config, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(key, default, docstring) for every field, read from the attribute docstrings; used by ``--help``."""
+    import ast
+    import inspect
+
+    docs: dict[str, str] = {}
+    src = inspect.getsource(cls)
+    body = ast.parse(src).body[0].body  # type: ignore[attr-defined]
+    for a, b in zip(body, body[1:]):
+        if isinstance(a, ast.AnnAssign) and isinstance(a.target, ast.Name) and isinstance(b, ast.Expr) \
+                and isinstance(b.value, ast.Constant):
+            docs[a.target.id] = str(b.value.value)
+    rows: list[tuple[str, str, str]] = []
+    inst = cls()
+    for f in fields(cls):
+        val = getattr(inst, f.name)
+        if is_dataclass(val):
+            rows.extend(describe(type(val), f"{prefix}{f.name}."))
+        else:
+            rows.append((f"{prefix}{f.name}", repr(val), docs.get(f.name, "")))
+    return rows
