@@ -1,0 +1,54 @@
+"""Quick-look PNG grids of samples: images as they are, 3D occupancy as a front view (depth-shaded, +y up).
+
+Used for the periodic fixed-latent grids of training; the paper figures use real meshes and renders instead.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+
+from nfd.io import atomic_path
+
+
+def to_image(sample: np.ndarray) -> np.ndarray:
+    """One sample ``[H, W, k]`` (2D) or ``[X, Y, Z, 1]`` (3D) in [-1, 1] as a uint8 RGB image."""
+    if sample.ndim == 3:
+        img = (np.clip(sample, -1, 1) + 1) * 127.5
+        img = np.repeat(img, 3, axis=2) if img.shape[2] == 1 else img[..., :3]
+        return img.astype(np.uint8)
+    occ = sample[..., 0] > 0  # [x, y, z]
+    z = occ.shape[2]
+    # nearest occupied voxel along +z seen from the front: brighter = closer
+    first = np.where(occ.any(axis=2), occ.argmax(axis=2), z)
+    shade = np.where(first < z, 255 - 180 * first / max(z - 1, 1), 255).astype(np.uint8)
+    img = shade.T[::-1]  # rows = y from top (high y) to bottom, columns = x
+    return np.repeat(img[..., None], 3, axis=2)
+
+
+def grid_image(samples: np.ndarray, cols: int | None = None, pad: int = 2) -> np.ndarray:
+    """Tile samples into one RGB image."""
+    tiles = [to_image(s) for s in samples]
+    h, w = tiles[0].shape[:2]
+    cols = cols or math.ceil(math.sqrt(len(tiles)))
+    rows = math.ceil(len(tiles) / cols)
+    out = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, 3), 255, np.uint8)
+    for i, t in enumerate(tiles):
+        r, c = divmod(i, cols)
+        out[pad + r * (h + pad):pad + r * (h + pad) + h, pad + c * (w + pad):pad + c * (w + pad) + w] = t
+    return out
+
+
+def save_preview(samples: np.ndarray, path: str | Path, title: str = "") -> None:
+    """Write the tiled grid as a PNG (atomically), upscaled so small samples stay visible; ``title`` goes in its metadata."""
+    img = grid_image(samples)
+    scale = max(1, 256 // img.shape[0])
+    pil = Image.fromarray(img).resize((img.shape[1] * scale, img.shape[0] * scale), Image.NEAREST)
+    info = PngInfo()
+    info.add_text("Title", title)
+    with atomic_path(path) as tmp:
+        pil.save(tmp, format="PNG", pnginfo=info)

@@ -1,0 +1,279 @@
+"""Training: the adversarial NFD step (Sec. 3.5) and the auto-decoder baseline, with exact resume.
+
+Every source of randomness of a step (batch order, point subset, latents) is drawn from a generator seeded by
+``(seed, step)``, so a resumed run replays exactly the steps it would have taken, whatever happened before.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from nfd import checkpoint as ckpt
+from nfd.config import Config, describe, resolve, save_yaml, to_dict
+from nfd.errors import NfdError
+from nfd.losses import d_loss, g_loss, r1_penalty
+from nfd.metrics_log import MetricsLog
+from nfd.models import build_discriminator_for, build_generator, pick_device
+from nfd.preview import save_preview
+
+METRIC_COLUMNS = ["step", "loss_d", "loss_g", "r1", "d_real", "d_fake", "step_time"]
+"""Columns of ``metrics.tsv`` (GAN runs)."""
+AD_METRIC_COLUMNS = ["step", "loss", "recon", "prior", "step_time"]
+"""Columns of ``metrics.tsv`` (auto-decoder runs)."""
+
+
+def step_generator(seed: int, step: int, stream: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator that depends only on (seed, step, stream): the key to resuming exactly."""
+    g = torch.Generator(device=device)
+    g.manual_seed((seed * 1_000_003 + step * 7_919 + stream * 104_729) % (2**63 - 1))
+    return g
+
+
+@dataclass
+class Batch:
+    """One step's data: the shared coordinates, the real features and the examples they come from."""
+
+    coords: torch.Tensor
+    features: torch.Tensor
+    index: torch.Tensor
+    point_idx: np.ndarray | None
+
+
+class Trainer:
+    """Owns the models, optimisers and run folder; ``fit()`` trains to ``total_steps``, resuming if asked."""
+
+    def __init__(self, cfg: Config, data_path: str | Path, out_dir: str | Path, device: str | None = None) -> None:
+        from nfd.data.dataset import PointCloudDataset
+
+        self.cfg = cfg
+        self.out = Path(out_dir)
+        self.data_path = Path(data_path)
+        tc = cfg.train
+        self.device = pick_device(device or tc.device)
+        if tc.threads > 0:
+            torch.set_num_threads(tc.threads)
+        torch.manual_seed(tc.seed)
+        self.data = PointCloudDataset(self.data_path, split="train", num_points=0)
+        if len(self.data) < 1:
+            raise NfdError(f"{self.data_path}: the train split is empty")
+        self.coord_dim, self.feature_dim = self.data.coord_dim, self.data.feature_dim
+        self.grid_shape = tuple(int(s) for s in self.data.grid_shape)
+        self.all_coords = self.data.coords.to(self.device)
+        n_total = self.all_coords.shape[0]
+        self.num_points = tc.num_points if 0 < tc.num_points < n_total else 0
+        self.batch_size = min(tc.batch_size, len(self.data))
+        self.steps_per_epoch = max(1, len(self.data) // self.batch_size)
+        self.total_steps = tc.steps if tc.steps > 0 else max(1, math.ceil(tc.epochs * self.steps_per_epoch))
+
+        self.G = build_generator(cfg, self.coord_dim, self.feature_dim, num_examples=len(self.data)).to(self.device)
+        betas = (tc.beta1, tc.beta2)
+        if tc.model == "gan":
+            self.D = build_discriminator_for(cfg, self.coord_dim, self.feature_dim).to(self.device)
+            self.opt_g = torch.optim.Adam(self.G.parameters(), lr=tc.lr_g, betas=betas)
+            self.opt_d = torch.optim.Adam(self.D.parameters(), lr=tc.lr_d, betas=betas)
+        else:
+            self.D = None
+            latent_params = list(self.G.latents.parameters())
+            ids = {id(p) for p in latent_params}
+            decoder_params = [p for p in self.G.parameters() if id(p) not in ids]
+            self.opt_g = torch.optim.Adam([{"params": decoder_params, "lr": tc.lr_g},
+                                           {"params": latent_params, "lr": tc.autodecoder_lr_latent}], betas=betas)
+            self.opt_d = None
+        fixed = step_generator(tc.seed, 0, stream=99)
+        self.fixed_z = self.G.sample_latents(tc.num_fixed_samples, generator=fixed).to(self.device)
+        self.step = 0
+
+    # -- data -------------------------------------------------------------------------------------------------
+    def batch(self, step: int) -> Batch:
+        """The examples and point subset of ``step``: a per-epoch permutation and a K-subset shared by the batch."""
+        seed = self.cfg.train.seed
+        epoch, pos = divmod(step, self.steps_per_epoch)
+        perm = torch.randperm(len(self.data), generator=step_generator(seed, epoch, stream=1))
+        index = perm[pos * self.batch_size:(pos + 1) * self.batch_size].sort().values
+        point_idx = None
+        if self.num_points:
+            g = step_generator(seed, step, stream=2)
+            point_idx = torch.randperm(self.all_coords.shape[0], generator=g)[: self.num_points].sort().values.numpy()
+        feats = self.data.read(index.tolist(), point_idx).to(self.device, non_blocking=True)
+        coords = self.all_coords if point_idx is None else self.all_coords[torch.as_tensor(point_idx, device=self.device)]
+        return Batch(coords=coords, features=feats, index=index, point_idx=point_idx)
+
+    # -- steps ------------------------------------------------------------------------------------------------
+    def gan_step(self, step: int) -> dict[str, float]:
+        """One D step with R1 on real sets, then one G step (non-saturating loss), on shared coordinates."""
+        tc, G, D = self.cfg.train, self.G, self.D
+        assert D is not None and self.opt_d is not None
+        b = self.batch(step)
+        plan = D.plan(b.coords)
+        n = b.features.shape[0]
+        g = step_generator(tc.seed, step, stream=3, device=self.device)
+
+        real = b.features.requires_grad_(tc.r1_weight > 0)
+        real_logits = D(b.coords, real, plan=plan)
+        with torch.no_grad():
+            fake = G(G.sample_latents(n, generator=g, device=self.device), b.coords)
+        fake_logits = D(b.coords, fake, plan=plan)
+        loss_d = d_loss(real_logits, fake_logits)
+        r1 = torch.zeros((), device=self.device)
+        if tc.r1_weight > 0:
+            out = real_logits if tc.r1_on == "logit" else torch.sigmoid(real_logits)
+            r1 = r1_penalty(out, real)
+        total_d = loss_d + tc.r1_weight * r1
+        self.opt_d.zero_grad(set_to_none=True)
+        total_d.backward()
+        self.opt_d.step()
+
+        fake = G(G.sample_latents(n, generator=g, device=self.device), b.coords)
+        loss_g = g_loss(D(b.coords, fake, plan=plan))
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opt_g.step()
+        return {"loss_d": float(loss_d), "loss_g": float(loss_g), "r1": float(r1),
+                "d_real": float(torch.sigmoid(real_logits).mean()), "d_fake": float(torch.sigmoid(fake_logits).mean())}
+
+    def autodecoder_step(self, step: int) -> dict[str, float]:
+        """One joint step on the decoder and the batch's latents (App. B.1)."""
+        b = self.batch(step)
+        loss, parts = self.G.loss(b.index.to(self.device), b.coords, b.features)
+        self.opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_g.step()
+        return {"loss": float(loss), **{k: float(v) for k, v in parts.items()}}
+
+    # -- bookkeeping ------------------------------------------------------------------------------------------
+    @property
+    def last_path(self) -> Path:
+        return self.out / "checkpoints" / "last.pt"
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "config": to_dict(self.cfg), "model": self.cfg.train.model, "step": self.step,
+            "coord_dim": self.coord_dim, "feature_dim": self.feature_dim, "grid_shape": list(self.grid_shape),
+            "num_examples": len(self.data), "data": str(self.data_path),
+            "G": self.G.state_dict(), "D": self.D.state_dict() if self.D is not None else None,
+            "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict() if self.opt_d is not None else None,
+            "rng": {"torch": torch.get_rng_state()},
+        }
+
+    def save(self, path: Path | None = None) -> Path:
+        path = path or self.last_path
+        ckpt.save(path, self.state())
+        return path
+
+    def restore(self, path: Path) -> None:
+        data = ckpt.load(path, map_location=self.device)
+        if data["model"] != self.cfg.train.model or data["coord_dim"] != self.coord_dim \
+                or data["feature_dim"] != self.feature_dim:
+            raise NfdError(f"{path}: checkpoint is of another model/data ({data['model']}, d={data['coord_dim']}, "
+                           f"k={data['feature_dim']}) than this run ({self.cfg.train.model}, d={self.coord_dim}, "
+                           f"k={self.feature_dim})")
+        try:
+            self.G.load_state_dict(data["G"])
+            if self.D is not None:
+                self.D.load_state_dict(data["D"])
+                self.opt_d.load_state_dict(data["opt_d"])
+            self.opt_g.load_state_dict(data["opt_g"])
+        except (RuntimeError, KeyError, ValueError) as e:
+            raise NfdError(f"{path}: checkpoint does not fit this config ({str(e).splitlines()[0][:200]})") from None
+        torch.set_rng_state(data["rng"]["torch"])
+        self.step = int(data["step"])
+
+    def fit(self, resume: bool = False, progress: bool = True) -> Path:
+        """Train to ``total_steps``; returns the final checkpoint ``out/model.pt``."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        save_yaml(self.cfg, self.out / "config.yaml")
+        if resume and self.last_path.is_file():
+            self.restore(self.last_path)
+        elif resume:
+            tqdm.write(f"nfd train: no checkpoint at {self.last_path}; starting from step 0")
+        gan = self.cfg.train.model == "gan"
+        log = MetricsLog(self.out / "metrics.tsv", METRIC_COLUMNS if gan else AD_METRIC_COLUMNS, start_step=self.step)
+        tc = self.cfg.train
+        self.G.train()
+        if self.D is not None:
+            self.D.train()
+        bar = tqdm(total=self.total_steps, initial=self.step, disable=not progress, desc=f"train {self.cfg.name}",
+                   dynamic_ncols=True)
+        try:
+            while self.step < self.total_steps:
+                t0 = time.perf_counter()
+                metrics = self.gan_step(self.step) if gan else self.autodecoder_step(self.step)
+                bad = [k for k, v in metrics.items() if not math.isfinite(v)]
+                if bad:
+                    last = self.last_path if self.last_path.is_file() else "none written yet"
+                    raise NfdError(f"non-finite {', '.join(bad)} at step {self.step} "
+                                   f"({', '.join(f'{k}={metrics[k]}' for k in bad)}); last good checkpoint: {last}")
+                self.step += 1
+                metrics["step_time"] = time.perf_counter() - t0
+                log.write({"step": self.step, **metrics})
+                bar.update(1)
+                bar.set_postfix({k: f"{v:.3f}" for k, v in metrics.items() if k in ("loss_d", "loss_g", "loss")})
+                if self.step % tc.sample_every == 0 or self.step == self.total_steps:
+                    self.preview()
+                if self.step % tc.checkpoint_every == 0 and self.step < self.total_steps:
+                    self.save()
+        finally:
+            bar.close()
+            log.close()
+        self.save()
+        final = self.out / "model.pt"
+        self.save(final)
+        return final
+
+    def preview(self) -> None:
+        """Save the fixed-latent samples of this step as a PNG grid (images, or projections of 3D shapes)."""
+        from nfd.grid import grid_coords
+
+        res = self.grid_shape[0]
+        was = self.G.training
+        self.G.eval()
+        coords = grid_coords(res, self.coord_dim, device=self.device)
+        feats = self.G.evaluate(self.fixed_z, coords)
+        self.G.train(was)
+        vol = feats.reshape(feats.shape[0], *([res] * self.coord_dim), self.feature_dim).numpy()
+        save_preview(vol, self.out / "samples" / f"step_{self.step:07d}.png", title=f"{self.cfg.name} step {self.step}")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    cfg = resolve(args.preset, args.config, args.set)
+    if args.steps is not None:
+        cfg.train.steps = args.steps
+    trainer = Trainer(cfg, args.data, args.out, device=args.device)
+    final = trainer.fit(resume=args.resume, progress=not args.quiet)
+    print(f"nfd train: {trainer.step} steps done; checkpoint {final}")
+    return 0
+
+
+def _config_help() -> str:
+    rows = describe()
+    width = max(len(k) for k, _, _ in rows)
+    return "config keys (--set KEY=VALUE):\n" + "\n".join(f"  {k:<{width}}  {d}  [{v}]" for k, v, d in rows)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from nfd.config import PRESETS
+
+    p = sub.add_parser("train", help="train an NFD (or a baseline) on a processed HDF5 data set",
+                       description="Train a neural function distribution against a point-cloud discriminator "
+                                   "(or the auto-decoder / set-discriminator baselines). Writes OUT/config.yaml, "
+                                   "OUT/metrics.tsv, OUT/samples/*.png, OUT/checkpoints/last.pt and OUT/model.pt.",
+                       epilog=_config_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", required=True, help=f"named preset: {', '.join(PRESETS)}")
+    p.add_argument("--data", required=True, help="processed HDF5 file (nfd data prepare ...)")
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--config", default=None, help="YAML file of overrides applied after the preset")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+    p.add_argument("--steps", type=int, default=None, help="number of training steps (overrides train.steps)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt if it exists")
+    p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (overrides train.device)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_train)
