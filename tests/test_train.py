@@ -1,0 +1,110 @@
+"""The trainer: exact resume, learning on an easy set, baselines, non-finite stop, bad inputs."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from nfd import checkpoint as ckpt
+from nfd.cli import main
+from nfd.config import resolve
+from nfd.errors import NfdError
+from nfd.train import Trainer
+
+
+def _cfg(*sets: str):
+    return resolve("tiny", None, ["train.checkpoint_every=1000", "train.sample_every=1000", *sets])
+
+
+def _state(t: Trainer) -> dict[str, torch.Tensor]:
+    out = {f"G.{k}": v for k, v in t.G.state_dict().items()}
+    out.update({f"D.{k}": v for k, v in t.D.state_dict().items()})
+    return out
+
+
+def test_resume_equals_uninterrupted(images_h5, tmp_path):
+    straight = Trainer(_cfg("steps=20"), images_h5, tmp_path / "a")
+    straight.fit(progress=False)
+    first = Trainer(_cfg("steps=10"), images_h5, tmp_path / "b")
+    first.fit(progress=False)
+    resumed = Trainer(_cfg("steps=20"), images_h5, tmp_path / "b")
+    resumed.fit(resume=True, progress=False)
+    assert resumed.step == straight.step == 20
+    a, b = _state(straight), _state(resumed)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    # the metrics file continues: one row per step, no duplicates
+    rows = (tmp_path / "b" / "metrics.tsv").read_text().strip().splitlines()[1:]
+    assert [int(r.split("\t")[0]) for r in rows] == list(range(1, 21))
+
+
+def test_a_different_seed_differs(images_h5, tmp_path):
+    a = Trainer(_cfg("steps=3"), images_h5, tmp_path / "a")
+    a.fit(progress=False)
+    b = Trainer(_cfg("steps=3", "seed=1"), images_h5, tmp_path / "b")
+    b.fit(progress=False)
+    assert not all(torch.equal(x, y) for x, y in zip(_state(a).values(), _state(b).values()))
+
+
+def _column(path, name):
+    lines = path.read_text().strip().splitlines()
+    head = lines[0].split("\t")
+    return np.array([float(r.split("\t")[head.index(name)]) for r in lines[1:]])
+
+
+def test_discriminator_learns_an_easy_set(images_h5, tmp_path):
+    """With the generator frozen, a few D steps separate real discs from the generator's samples."""
+    t = Trainer(_cfg("steps=30", "train.lr_g=0.0", "train.lr_d=2e-3", "train.r1_weight=0.0"), images_h5, tmp_path)
+    t.fit(progress=False)
+    loss = _column(tmp_path / "metrics.tsv", "loss_d")
+    assert loss[-5:].mean() < 0.7 * loss[:3].mean()
+
+
+@pytest.mark.parametrize("sets", [["discriminator.kind=set"], ["train.model=autodecoder"]])
+def test_baselines_train_with_the_same_trainer(images_h5, tmp_path, sets):
+    t = Trainer(_cfg("steps=4", *sets), images_h5, tmp_path)
+    final = t.fit(progress=False)
+    data = ckpt.load(final)
+    assert data["step"] == 4 and data["model"] == t.cfg.train.model
+
+
+def test_trains_on_3d_voxels(voxels_h5, tmp_path):
+    t = Trainer(_cfg("steps=3"), voxels_h5, tmp_path)
+    t.fit(progress=False)
+    assert t.coord_dim == 3 and (tmp_path / "samples").is_dir()
+    assert list((tmp_path / "samples").glob("*.png"))
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(images_h5, tmp_path):
+    t = Trainer(_cfg("steps=4", "train.checkpoint_every=2"), images_h5, tmp_path)
+    t.fit(progress=False)
+    t2 = Trainer(_cfg("steps=8", "train.checkpoint_every=2"), images_h5, tmp_path)
+    with torch.no_grad():
+        next(t2.G.parameters()).fill_(float("nan"))
+    t2.step = 4
+    with pytest.raises(NfdError, match="non-finite"):
+        t2.fit(progress=False)
+    assert ckpt.load(tmp_path / "checkpoints" / "last.pt")["step"] == 4
+    assert math.isfinite(float(next(iter(ckpt.load(tmp_path / "checkpoints" / "last.pt")["G"].values())).sum()))
+
+
+def test_cli_bad_inputs(images_h5, voxels_h5, tmp_path, capsys):
+    assert main(["train", "--preset", "nope", "--data", str(images_h5), "--out", str(tmp_path / "x")]) == 2
+    assert "unknown preset 'nope'" in capsys.readouterr().err
+    assert main(["train", "--preset", "tiny", "--data", str(tmp_path / "missing.h5"), "--out", str(tmp_path / "x")]) == 2
+    assert "missing.h5" in capsys.readouterr().err
+    assert main(["train", "--preset", "tiny", "--set", "train.bogus=1", "--data", str(images_h5),
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "train.bogus" in capsys.readouterr().err
+    # a checkpoint of 2D data cannot be resumed on 3D data
+    assert main(["train", "--preset", "tiny", "--steps", "1", "--data", str(images_h5), "--out", str(tmp_path / "r"),
+                 "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--preset", "tiny", "--steps", "2", "--data", str(voxels_h5), "--out", str(tmp_path / "r"),
+                 "--resume", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "another model/data" in err and len(err.splitlines()) == 1
