@@ -24,8 +24,11 @@ def load_generator(path: str | Path, device: str = "cpu") -> tuple[torch.nn.Modu
     """The generator of a checkpoint in eval mode, and the checkpoint's metadata (without the weights)."""
     data = ckpt.load(path, map_location=device)
     cfg = ckpt.config_of(data, path)
+    points = 1
+    for n in data.get("grid_shape", [1]):
+        points *= int(n)
     G = build_generator(cfg, int(data["coord_dim"]), int(data["feature_dim"]),
-                        num_examples=int(data.get("num_examples", 0)))
+                        num_examples=int(data.get("num_examples", 0)), points_per_example=points)
     try:
         G.load_state_dict(data["G"])
     except RuntimeError as e:

@@ -74,7 +74,8 @@ class Trainer:
         self.steps_per_epoch = max(1, len(self.data) // self.batch_size)
         self.total_steps = tc.steps if tc.steps > 0 else max(1, math.ceil(tc.epochs * self.steps_per_epoch))
 
-        self.G = build_generator(cfg, self.coord_dim, self.feature_dim, num_examples=len(self.data)).to(self.device)
+        self.G = build_generator(cfg, self.coord_dim, self.feature_dim, num_examples=len(self.data),
+                                 points_per_example=n_total).to(self.device)
         betas = (tc.beta1, tc.beta2)
         if tc.model == "gan":
             self.D = build_discriminator_for(cfg, self.coord_dim, self.feature_dim).to(self.device)
