@@ -1,0 +1,481 @@
+"""Offscreen mesh rendering (paper Fig. 9/10), and the ``nfd render`` verb.
+
+Backends, tried in this order by ``backend="auto"``:
+
+1. ``"egl"``: pyrender on EGL (GPU driver, or Mesa llvmpipe through EGL's device/surfaceless platform: no display),
+2. ``"osmesa"``: pyrender on OSMesa (Mesa's software off-screen library, Debian package ``libosmesa6``),
+3. ``"matplotlib"``: the same camera and lights, painted with matplotlib's Agg (flat Lambert shading, painter's
+   algorithm). Slower and without smooth shading, but it always works.
+
+PyOpenGL fixes its platform when ``OpenGL`` is first imported, from ``PYOPENGL_PLATFORM``. So the choice is made
+lazily on the first render: if nothing has imported OpenGL yet, ``PYOPENGL_PLATFORM`` is set here (unless the user
+set it, which is then respected and the only GL platform tried) before pyrender is imported. If OpenGL was already
+imported by someone else, only its platform can be used. The backend in use is logged once (logger ``nfd.render``)
+and a fallback is reported as a warning, e.g. "EGL unavailable (...), falling back to OSMesa";
+``backend_used()`` tells which one rendered.
+
+View (fixed, so figures are comparable): the mesh is centred on its bounding box and scaled to fit the frame; the
+camera looks at the origin from the front-right and slightly above (front = +z, right = +x, up = +y), with +y up on
+screen, so chairs stand upright. White background.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import json
+import ctypes.util
+import logging
+import os
+import sys
+import threading
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import trimesh
+
+from nfd.errors import NfdError
+from nfd.io import atomic_path
+
+log = logging.getLogger("nfd.render")
+
+BACKENDS = ("auto", "egl", "osmesa", "matplotlib")
+_GL_NAMES = {"egl": "EGL", "osmesa": "OSMesa", "matplotlib": "matplotlib"}
+_GL_LIBRARIES = {"egl": ("EGL", "libegl1 libegl-mesa0"), "osmesa": ("OSMesa", "libosmesa6")}
+MESH_SUFFIXES = (".ply", ".obj", ".off", ".stl", ".glb", ".gltf")
+
+# Fixed view and look.
+AZIMUTH_DEG = 40.0  # camera direction, degrees from +z (front) towards +x (right)
+ELEVATION_DEG = 25.0  # degrees above the horizontal plane
+YFOV = np.deg2rad(30.0)
+FILL = 0.9  # the mesh spans at most this fraction of the frame (half-width) along x and y
+BASE_COLOR = np.array([0.70, 0.74, 0.80])  # light blue-grey
+AMBIENT = 0.25
+GL_AMBIENT = 0.05  # pyrender only: its output is gamma-encoded, see _render_pyrender
+GL_LIGHT_GAIN = 1.1
+# (direction the light travels towards, in camera coordinates x right / y up / z back; intensity)
+_LIGHTS_CAM = (
+    (np.array([0.3, -0.5, -1.0]), 0.70),  # key: from above-left of the camera
+    (np.array([-0.6, -0.2, -0.6]), 0.35),  # fill: from the right
+    (np.array([0.0, -1.0, 0.2]), 0.20),  # top light
+)
+
+
+class RenderUnavailableError(NfdError):
+    """The requested rendering backend cannot be used on this machine (message says why)."""
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# camera
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / np.linalg.norm(v)
+
+
+def camera_frame(azimuth_deg: float = AZIMUTH_DEG, elevation_deg: float = ELEVATION_DEG) -> np.ndarray:
+    """Rotation ``[3, 3]`` whose columns are the camera's right, up and back axes in world coordinates."""
+    az, el = np.deg2rad(azimuth_deg), np.deg2rad(elevation_deg)
+    back = np.array([np.sin(az) * np.cos(el), np.sin(el), np.cos(az) * np.cos(el)])  # from the origin to the eye
+    right = _unit(np.cross(np.array([0.0, 1.0, 0.0]), back))
+    up = np.cross(back, right)
+    return np.stack([right, up, back], axis=1)
+
+
+def _normalised_view(mesh: trimesh.Trimesh, azimuth_deg: float, elevation_deg: float) -> tuple[np.ndarray, np.ndarray]:
+    """Vertices centred on the bounding box, and the 4x4 camera pose (camera-to-world) that fits them in the frame."""
+    verts = np.asarray(mesh.vertices, dtype=np.float64)
+    lo, hi = verts.min(axis=0), verts.max(axis=0)
+    scale = float(np.max(hi - lo))
+    if not np.isfinite(scale) or scale <= 0:
+        raise NfdError("mesh has zero extent; nothing to render")
+    verts = (verts - (lo + hi) / 2) * (2.0 / scale)  # centred, longest side 2
+    rot = camera_frame(azimuth_deg, elevation_deg)
+    cam = verts @ rot  # coordinates along right, up, back (camera at distance d along back)
+    tan = np.tan(YFOV / 2) * FILL
+    # a vertex projects inside the frame when |x|, |y| <= tan * (d - back); take the smallest such d
+    dist = float(np.max(cam[:, 2] + np.maximum(np.abs(cam[:, 0]), np.abs(cam[:, 1])) / tan))
+    dist = max(dist, float(np.max(cam[:, 2])) + 0.1)
+    pose = np.eye(4)
+    pose[:3, :3] = rot
+    pose[:3, 3] = rot[:, 2] * dist
+    return verts, pose
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# backend selection
+
+
+class _State:
+    lock = threading.RLock()
+    backend: str | None = None  # what auto resolved to (or the last explicit one)
+    renderer: Any = None  # pyrender.OffscreenRenderer, reused
+    gl_platform: str | None = None  # 'egl' / 'osmesa' once a GL renderer works
+    gl_info: str = ""
+    failed: dict[str, str] = {}  # backend -> why it failed
+    announced: set[str] = set()
+
+
+def backend_used() -> str | None:
+    """The backend that renders (``"egl"``, ``"osmesa"`` or ``"matplotlib"``), or None before the first render."""
+    return _State.backend
+
+
+def _reset_backend() -> None:
+    """Forget the chosen backend (tests). A GL platform that PyOpenGL has loaded stays loaded."""
+    with _State.lock:
+        _delete_renderer()
+        _State.backend = None
+        _State.failed = {}
+        _State.announced = set()
+
+
+def _delete_renderer() -> None:
+    r, _State.renderer = _State.renderer, None
+    if r is not None:
+        try:
+            r.delete()
+        except Exception:  # noqa: BLE001 - teardown of a context that may already be gone
+            pass
+
+
+atexit.register(_delete_renderer)
+
+
+def _loaded_gl_platform() -> str | None:
+    """The platform PyOpenGL is already bound to ('egl', 'osmesa', another name), or None if not imported yet."""
+    if "OpenGL.platform" not in sys.modules and "OpenGL.GL" not in sys.modules:
+        return None
+    plat = getattr(sys.modules.get("OpenGL.platform"), "PLATFORM", None)
+    name = type(plat).__name__.lower() if plat is not None else ""
+    if "egl" in name:
+        return "egl"
+    if "osmesa" in name:
+        return "osmesa"
+    return os.environ.get("PYOPENGL_PLATFORM") or name or "unknown"
+
+
+def _purge_gl_modules() -> None:
+    for name in list(sys.modules):
+        if name == "OpenGL" or name.startswith("OpenGL.") or name == "pyrender" or name.startswith("pyrender."):
+            del sys.modules[name]
+
+
+def _open_gl(platform: str) -> Any:
+    """Create a pyrender OffscreenRenderer on ``platform`` and draw one tiny frame; raise with the reason if not."""
+    loaded = _loaded_gl_platform()
+    if loaded is not None and loaded != platform and _State.gl_platform is None:
+        raise RenderUnavailableError(f"PyOpenGL is already initialised for {loaded!r} in this process")
+    lib = _GL_LIBRARIES[platform]
+    if loaded is None and ctypes.util.find_library(lib[0]) is None:
+        raise RenderUnavailableError(f"lib{lib[0]} not found; on Debian/Ubuntu install {lib[1]}")
+    prev_env = os.environ.get("PYOPENGL_PLATFORM")
+    os.environ["PYOPENGL_PLATFORM"] = platform  # read by PyOpenGL on import and by pyrender on every renderer
+    imported_here = loaded is None
+    try:
+        import pyrender  # noqa: PLC0415 - must come after PYOPENGL_PLATFORM is set
+
+        renderer = pyrender.OffscreenRenderer(8, 8)
+        try:
+            scene = pyrender.Scene(bg_color=[1.0, 1.0, 1.0, 1.0])
+            scene.add(pyrender.PerspectiveCamera(yfov=float(YFOV)), pose=np.eye(4))
+            renderer.render(scene)
+            info = ""
+            try:
+                from OpenGL import GL  # noqa: PLC0415
+
+                info = GL.glGetString(GL.GL_RENDERER).decode(errors="replace")
+            except Exception:  # noqa: BLE001 - the renderer string is only informative
+                pass
+        except BaseException:
+            renderer.delete()
+            raise
+    except Exception as e:
+        if prev_env is None:
+            os.environ.pop("PYOPENGL_PLATFORM", None)
+        else:
+            os.environ["PYOPENGL_PLATFORM"] = prev_env
+        if imported_here:  # let the next platform start from a clean PyOpenGL import
+            _purge_gl_modules()
+        reason = f"{type(e).__name__}: {e}".strip().rstrip(":") if str(e) else type(e).__name__
+        raise RenderUnavailableError(reason.splitlines()[0] if reason else type(e).__name__) from e
+    _State.gl_info = info
+    _State.gl_platform = platform
+    return renderer
+
+
+def _auto_candidates() -> list[str]:
+    loaded = _loaded_gl_platform()
+    if _State.gl_platform is not None:
+        return [_State.gl_platform, "matplotlib"]
+    if loaded is not None:
+        if loaded in ("egl", "osmesa"):
+            return [loaded, "matplotlib"]
+        _warn(f"PyOpenGL was already imported for platform {loaded!r} (not egl/osmesa) before nfd.render chose one, "
+              "falling back to matplotlib", stacklevel=5)
+        return ["matplotlib"]
+    user = os.environ.get("PYOPENGL_PLATFORM")
+    if user:
+        if user in ("egl", "osmesa"):
+            return [user, "matplotlib"]
+        _warn(f"PYOPENGL_PLATFORM={user} is not an offscreen platform (egl, osmesa), falling back to matplotlib", stacklevel=5)
+        return ["matplotlib"]
+    return ["egl", "osmesa", "matplotlib"]
+
+
+def _warn(msg: str, stacklevel: int = 4) -> None:
+    if msg in _State.announced:
+        return
+    _State.announced.add(msg)
+    log.warning(msg)
+    warnings.warn(msg, RuntimeWarning, stacklevel=stacklevel)  # _warn <- _resolve <- render_mesh <- caller
+
+
+def _announce(backend: str) -> None:
+    if backend in _State.announced:
+        return
+    _State.announced.add(backend)
+    extra = f" ({_State.gl_info})" if backend != "matplotlib" and _State.gl_info else ""
+    log.info("rendering with %s%s", _GL_NAMES[backend], extra)
+
+
+def _resolve(backend: str) -> str:
+    """Pick (and initialise) the backend to use; returns its name."""
+    if backend not in BACKENDS:
+        raise NfdError(f"unknown render backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    with _State.lock:
+        if backend == "matplotlib":
+            _State.backend = "matplotlib"
+            _announce("matplotlib")
+            return "matplotlib"
+        if backend in ("egl", "osmesa"):
+            if _State.renderer is not None and _State.gl_platform == backend:
+                _State.backend = backend
+                return backend
+            if _State.gl_platform is not None and _State.gl_platform != backend:
+                raise RenderUnavailableError(
+                    f"{_GL_NAMES[backend]} unavailable: this process already renders with "
+                    f"{_GL_NAMES[_State.gl_platform]} (PyOpenGL binds one platform per process)")
+            try:
+                _State.renderer = _open_gl(backend)
+            except RenderUnavailableError as e:
+                raise RenderUnavailableError(f"{_GL_NAMES[backend]} unavailable ({e})") from e
+            _State.backend = backend
+            _announce(backend)
+            return backend
+        # auto
+        if _State.backend is not None and _State.backend != "matplotlib" and _State.renderer is not None:
+            return _State.backend
+        if _State.backend == "matplotlib" and _State.failed:  # auto already fell all the way back
+            return "matplotlib"
+        candidates = _auto_candidates()
+        for i, cand in enumerate(candidates):
+            if cand == "matplotlib":
+                _State.backend = "matplotlib"
+                _announce("matplotlib")
+                return "matplotlib"
+            try:
+                _State.renderer = _State.renderer if _State.gl_platform == cand and _State.renderer else _open_gl(cand)
+            except RenderUnavailableError as e:
+                _State.failed[cand] = str(e)
+                nxt = _GL_NAMES[candidates[i + 1]]
+                msg = f"{_GL_NAMES[cand]} unavailable ({e}), falling back to {nxt}"
+                _warn(msg)
+                continue
+            _State.backend = cand
+            _announce(cand)
+            return cand
+        raise AssertionError("unreachable: matplotlib is always the last candidate")  # pragma: no cover
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# rendering
+
+
+def _check_mesh(mesh: Any) -> trimesh.Trimesh:
+    if isinstance(mesh, trimesh.Scene):
+        mesh = mesh.to_mesh() if hasattr(mesh, "to_mesh") else mesh.dump(concatenate=True)
+    if not isinstance(mesh, trimesh.Trimesh):
+        raise NfdError(f"expected a trimesh.Trimesh, got {type(mesh).__name__}")
+    if len(mesh.faces) == 0 or len(mesh.vertices) == 0:
+        raise NfdError("mesh has no faces; nothing to render")
+    if not np.all(np.isfinite(mesh.vertices)):
+        raise NfdError("mesh has NaN or infinite vertices")
+    return mesh
+
+
+def _lights_world(rot: np.ndarray) -> list[tuple[np.ndarray, float]]:
+    return [(rot @ _unit(d), k) for d, k in _LIGHTS_CAM]
+
+
+def _render_pyrender(mesh: trimesh.Trimesh, size: int, azimuth_deg: float, elevation_deg: float) -> np.ndarray:
+    import pyrender  # noqa: PLC0415 - imported by _open_gl with the right platform
+
+    verts, pose = _normalised_view(mesh, azimuth_deg, elevation_deg)
+    tm = trimesh.Trimesh(vertices=verts, faces=np.asarray(mesh.faces), process=False)
+    material = pyrender.MetallicRoughnessMaterial(
+        baseColorFactor=[*(BASE_COLOR**2.2).tolist(), 1.0], metallicFactor=0.0, roughnessFactor=1.0, doubleSided=True)
+    # pyrender shades in linear space and gamma-encodes the result (x ** (1 / 2.2)): linear base colour, a lower
+    # ambient term and pi * k light intensities (its diffuse term is base / pi) keep the look close to the matplotlib
+    # painter's plain Lambert shading.
+    scene = pyrender.Scene(bg_color=[1.0, 1.0, 1.0, 1.0], ambient_light=[GL_AMBIENT] * 3)
+    scene.add(pyrender.Mesh.from_trimesh(tm, material=material, smooth=True))
+    scene.add(pyrender.PerspectiveCamera(yfov=float(YFOV), znear=0.05, zfar=100.0), pose=pose)
+    rot = pose[:3, :3]
+    for direction, intensity in _lights_world(rot):
+        # a directional light shines along its pose's -z axis
+        z = -direction
+        x = _unit(np.cross([0.0, 1.0, 0.0], z)) if abs(z[1]) < 0.99 else np.array([1.0, 0.0, 0.0])
+        lp = np.eye(4)
+        lp[:3, :3] = np.stack([x, np.cross(z, x), z], axis=1)
+        scene.add(pyrender.DirectionalLight(color=np.ones(3), intensity=GL_LIGHT_GAIN * np.pi * intensity), pose=lp)
+    r = _State.renderer
+    r.viewport_width = size
+    r.viewport_height = size
+    color, _depth = r.render(scene)
+    return np.ascontiguousarray(color[..., :3], dtype=np.uint8)
+
+
+def _render_matplotlib(mesh: trimesh.Trimesh, size: int, azimuth_deg: float, elevation_deg: float) -> np.ndarray:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415
+    from matplotlib.collections import PolyCollection  # noqa: PLC0415
+    from matplotlib.figure import Figure  # noqa: PLC0415
+
+    verts, pose = _normalised_view(mesh, azimuth_deg, elevation_deg)
+    rot, eye = pose[:3, :3], pose[:3, 3]
+    faces = np.asarray(mesh.faces)
+    cam = (verts - eye) @ rot  # x right, y up, z back (points in front have z < 0)
+    depth = -cam[:, 2]
+    tan = np.tan(YFOV / 2)
+    px = (cam[:, 0] / (depth * tan) + 1.0) * size / 2  # same perspective projection as pyrender's camera
+    py = (1.0 - cam[:, 1] / (depth * tan)) * size / 2  # rows grow downwards
+
+    tri = verts[faces]
+    normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    lengths = np.linalg.norm(normals, axis=1)
+    keep = lengths > 0
+    normals[keep] /= lengths[keep, None]
+    to_eye = eye - tri.mean(axis=1)
+    facing = np.einsum("ij,ij->i", normals, to_eye) > 0
+    if mesh.is_watertight:  # closed and outward: back faces are hidden anyway
+        keep &= facing
+    else:  # two-sided: light the side that faces the camera
+        normals[~facing] *= -1
+    faces, normals = faces[keep], normals[keep]
+    shade = np.full(len(faces), AMBIENT)
+    for direction, intensity in _lights_world(rot):
+        shade += intensity * np.clip(normals @ -direction, 0.0, None)
+    colors = np.clip(BASE_COLOR[None, :] * shade[:, None], 0.0, 1.0)
+    order = np.argsort(-depth[faces].mean(axis=1), kind="stable")  # far to near (painter's algorithm)
+    polys = np.stack([px[faces], py[faces]], axis=-1)[order]
+    colors = colors[order]
+
+    dpi = 100
+    fig = Figure(figsize=(size / dpi, size / dpi), dpi=dpi, facecolor="white")
+    canvas = FigureCanvasAgg(fig)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set_xlim(0, size)
+    ax.set_ylim(size, 0)
+    ax.set_axis_off()
+    ax.add_collection(PolyCollection(polys, facecolors=colors, edgecolors=colors, linewidths=0.3))
+    canvas.draw()
+    img = np.asarray(canvas.buffer_rgba())[..., :3]
+    out = np.full((size, size, 3), 255, dtype=np.uint8)
+    h, w = min(size, img.shape[0]), min(size, img.shape[1])
+    out[:h, :w] = img[:h, :w]
+    return out
+
+
+def render_mesh(mesh: trimesh.Trimesh, size: int = 256, backend: str = "auto", *,
+                azimuth_deg: float = AZIMUTH_DEG, elevation_deg: float = ELEVATION_DEG) -> np.ndarray:
+    """Render ``mesh`` offscreen to an RGB image ``[size, size, 3]`` uint8 on white.
+
+    The mesh is centred and scaled to fit; the camera looks at it from the front-right, slightly above (+y up on
+    screen). ``backend``: ``"auto"`` (EGL, then OSMesa, then matplotlib), or one of ``"egl"``, ``"osmesa"``,
+    ``"matplotlib"`` (an explicit GL backend that cannot start raises ``RenderUnavailableError``).
+    """
+    size = int(size)
+    if size < 8 or size > 8192:
+        raise NfdError(f"image size must be in [8, 8192], got {size}")
+    mesh = _check_mesh(mesh)
+    which = _resolve(backend)
+    if which == "matplotlib":
+        return _render_matplotlib(mesh, size, azimuth_deg, elevation_deg)
+    with _State.lock:
+        return _render_pyrender(mesh, size, azimuth_deg, elevation_deg)
+
+
+def render_mesh_file(path: str | Path, out_png: str | Path, size: int = 256, backend: str = "auto", **view: float) -> None:
+    """Load a mesh file and write its rendering to ``out_png`` (atomically)."""
+    from PIL import Image  # noqa: PLC0415
+
+    path = Path(path)
+    try:
+        mesh = trimesh.load(path, force="mesh")
+    except Exception as e:  # noqa: BLE001 - trimesh raises many types for a bad file
+        raise NfdError(f"{path}: cannot read mesh ({type(e).__name__}: {e})") from e
+    try:
+        img = render_mesh(mesh, size=size, backend=backend, **view)
+    except RenderUnavailableError:
+        raise
+    except NfdError as e:
+        raise NfdError(f"{path}: {e}") from e
+    with atomic_path(out_png) as tmp:
+        Image.fromarray(img).save(tmp, format="PNG")
+
+
+def _cmd_render(args: argparse.Namespace) -> int:
+    src = Path(args.meshes)
+    if not src.is_dir():
+        raise NfdError(f"mesh folder not found: {src}")
+    files = sorted(p for p in src.iterdir() if p.is_file() and p.suffix.lower() in MESH_SUFFIXES
+                   and not p.name.startswith("."))
+    if not files:
+        hint = ""
+        summary = src / "summary.json"
+        if summary.is_file():  # written by `nfd mesh`: say why there is nothing to render
+            try:
+                info = json.loads(summary.read_text())
+                hint = f" (summary.json: {len(info.get('empty', []))} of {info.get('num_samples', '?')} samples empty)"
+            except (OSError, ValueError, AttributeError):
+                pass
+        raise NfdError(f"no mesh files ({', '.join(MESH_SUFFIXES)}) in {src}{hint}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise NfdError(f"output path exists and is not a folder: {out}")
+    t0 = time.perf_counter()
+    for i, f in enumerate(files):
+        render_mesh_file(f, out / f"{f.stem}.png", size=args.size, backend=args.backend,
+                         azimuth_deg=args.azimuth, elevation_deg=args.elevation)
+        if i == 0:
+            info = f" ({_State.gl_info})" if backend_used() != "matplotlib" and _State.gl_info else ""
+            print(f"rendering with {_GL_NAMES[backend_used() or 'matplotlib']}{info}", file=sys.stderr)
+    print(f"rendered {len(files)} meshes to {out} in {time.perf_counter() - t0:.1f}s")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "render",
+        help="render mesh files to PNG images",
+        description=(
+            "Render every mesh file (" + ", ".join(MESH_SUFFIXES) + ") in --meshes to OUT/<name>.png, offscreen, "
+            "with a fixed camera (front-right, slightly above; +y up, so chairs stand upright), fixed lights and a "
+            "white background; each mesh is centred and scaled to fit. Backends: EGL, then OSMesa, then a "
+            "matplotlib painter (auto); the one used is printed. PYOPENGL_PLATFORM, if set, picks the GL platform; "
+            "EGL_DEVICE_ID picks the EGL device."
+        ),
+    )
+    p.add_argument("--meshes", required=True, metavar="DIR", help="folder with mesh files (e.g. from `nfd mesh`)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder for the PNGs (created if missing)")
+    p.add_argument("--size", type=int, default=256, help="image width and height in pixels (default: 256)")
+    p.add_argument("--backend", choices=BACKENDS, default="auto",
+                   help="rendering backend (default: auto = egl, then osmesa, then matplotlib)")
+    p.add_argument("--azimuth", type=float, default=AZIMUTH_DEG,
+                   help=f"camera azimuth in degrees from the front (+z) towards the right (+x) (default: {AZIMUTH_DEG:g})")
+    p.add_argument("--elevation", type=float, default=ELEVATION_DEG,
+                   help=f"camera elevation in degrees above the horizontal (default: {ELEVATION_DEG:g})")
+    p.set_defaults(func=_cmd_render)
