@@ -40,9 +40,12 @@ def load_generator(path: str | Path, device: str = "cpu") -> tuple[torch.nn.Modu
 
 
 def latents(G: torch.nn.Module, num: int, seed: int, device: torch.device | str = "cpu") -> torch.Tensor:
-    """The ``num`` latents of ``seed``: the i-th latent does not depend on ``num`` or on the resolution."""
+    """The ``num`` latents of ``seed``: the i-th latent does not depend on ``num`` or on the resolution.
+
+    Drawn one at a time: torch's vectorised normal sampler makes row i of ``randn(num, d)`` depend on ``num``.
+    """
     g = torch.Generator().manual_seed(seed)
-    return G.sample_latents(num, generator=g).to(device)
+    return torch.cat([G.sample_latents(1, generator=g) for _ in range(num)]).to(device)
 
 
 def sample_grid(G: torch.nn.Module, z: torch.Tensor, resolution: int, coord_dim: int,
