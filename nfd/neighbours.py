@@ -1,0 +1,257 @@
+"""Neighbour search and query-point selection for the point-cloud discriminator (paper Sec. 3.4).
+
+Neighbourhoods depend only on the coordinates, and in every paper configuration all examples of a batch share their
+coordinates, so everything a discriminator needs (queries, neighbour indices, offsets) is computed once per coordinate
+set into a :class:`NeighbourPlan` and cached by content.
+
+Determinism: points are put in lexicographic order of their coordinates before any search, so that which of several
+equidistant points is chosen depends on the coordinates, never on the input order. That makes the discriminator
+exactly permutation invariant, also on grids, where such ties are everywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import OrderedDict
+from dataclasses import dataclass, fields
+
+import numpy as np
+import torch
+from scipy.spatial import cKDTree
+
+Tensor = torch.Tensor
+
+_BACKENDS = ("auto", "kdtree", "torch", "naive")
+_CHUNK_ELEMENTS = 1 << 25
+"""Distance-matrix entries per chunk of the torch backend (128 MiB of float32): bounds its peak memory."""
+_TIE_RTOL = 1e-9
+"""Farthest-point sampling treats distances this close to the maximum as ties, broken by coordinate order."""
+
+
+def _check_p(p: float) -> None:
+    if not p >= 1.0:
+        raise ValueError(f"the l_p neighbour metric needs p >= 1 (inf allowed), got {p}")
+
+
+def _check_k(k: int, n: int) -> None:
+    if not 1 <= k <= n:
+        raise ValueError(f"cannot find k={k} neighbours among {n} points")
+
+
+def _lp_distance(diff: Tensor, p: float) -> Tensor:
+    return torch.linalg.vector_norm(diff, ord=p, dim=-1)
+
+
+def knn_naive(query: Tensor, points: Tensor, k: int, p: float = 2.0) -> Tensor:
+    """Brute-force reference: the full distance matrix and a stable argsort (ties go to the lower index)."""
+    _check_p(p)
+    _check_k(k, points.shape[-2])
+    dist = _lp_distance(query.unsqueeze(-2) - points.unsqueeze(-3), p)
+    return torch.argsort(dist, dim=-1, stable=True)[..., :k]
+
+
+def _knn_kdtree(query: Tensor, points: Tensor, k: int, p: float) -> Tensor:
+    q = query.detach().cpu().double().numpy()
+    x = points.detach().cpu().double().numpy()
+    if x.ndim == 2:
+        _, idx = cKDTree(x).query(q, k=k, p=p, workers=-1)
+        out = np.asarray(idx).reshape(q.shape[0], k)
+    else:
+        out = np.stack([np.asarray(cKDTree(xb).query(qb, k=k, p=p, workers=-1)[1]).reshape(qb.shape[0], k)
+                        for qb, xb in zip(q, x)])
+    return torch.from_numpy(out.astype(np.int64)).to(points.device)
+
+
+def _knn_torch(query: Tensor, points: Tensor, k: int, p: float) -> Tensor:
+    squeeze = points.dim() == 2
+    q, x = (query[None], points[None]) if squeeze else (query, points)
+    rows = max(1, _CHUNK_ELEMENTS // max(1, x.shape[0] * x.shape[1]))
+    parts = []
+    for start in range(0, q.shape[1], rows):
+        # The matmul shortcut for l2 loses digits and reorders near-ties; the direct form is exact enough.
+        dist = torch.cdist(q[:, start:start + rows], x, p=p, compute_mode="donot_use_mm_for_euclid_dist")
+        parts.append(torch.topk(dist, k, dim=-1, largest=False, sorted=True).indices)
+    idx = torch.cat(parts, dim=1)
+    return idx[0] if squeeze else idx
+
+
+def knn(query: Tensor, points: Tensor, k: int, p: float = 2.0, backend: str = "auto") -> Tensor:
+    """Indices ``[..., M, k]`` of the k nearest ``points`` ``[..., N, d]`` to each ``query`` ``[..., M, d]`` under l_p.
+
+    Sorted by distance. ``backend``: 'kdtree' (scipy cKDTree, all cores), 'torch' (chunked ``cdist`` + ``topk``, for
+    CUDA), 'naive' (:func:`knn_naive`) or 'auto' (kdtree for CPU tensors, torch otherwise).
+    """
+    if backend not in _BACKENDS:
+        raise ValueError(f"unknown knn backend '{backend}' (known: {', '.join(_BACKENDS)})")
+    _check_p(p)
+    _check_k(k, points.shape[-2])
+    if query.dim() != points.dim() or query.dim() not in (2, 3) or query.shape[-1] != points.shape[-1]:
+        raise ValueError(f"knn expects query [M, d] / points [N, d] or batched [B, M, d] / [B, N, d], "
+                         f"got {tuple(query.shape)} and {tuple(points.shape)}")
+    if backend == "auto":
+        backend = "kdtree" if points.device.type == "cpu" else "torch"
+    if backend == "kdtree":
+        return _knn_kdtree(query, points, k, p)
+    if backend == "torch":
+        return _knn_torch(query, points, k, p)
+    return knn_naive(query, points, k, p)
+
+
+def lexsort(points: Tensor) -> Tensor:
+    """Permutation putting ``points`` ``[N, d]`` in lexicographic order of (x_0, x_1, ...): a canonical order."""
+    order = torch.arange(points.shape[0], device=points.device)
+    for col in reversed(range(points.shape[1])):
+        order = order[torch.argsort(points[order, col], stable=True)]
+    return order
+
+
+def canonical_knn(query: Tensor, points: Tensor, k: int, p: float = 2.0, backend: str = "auto") -> Tensor:
+    """:func:`knn` run on the points in canonical order, so ties are broken by coordinates, not by input order."""
+    order = lexsort(points)
+    return order[knn(query, points[order], k, p, backend)]
+
+
+def select_queries(points: Tensor, m: int, p: float = 2.0) -> Tensor:
+    """Indices ``[m]`` of ``m`` well-spread points chosen by farthest-point sampling under l_p.
+
+    Deterministic and permutation invariant: the points are visited in lexicographic order, the lexicographically
+    first point starts, and (near-)ties in distance go to the lexicographically first point. Each of the m steps
+    is one vectorised pass over all N points.
+    """
+    _check_p(p)
+    n = points.shape[0]
+    if not 1 <= m <= n:
+        raise ValueError(f"cannot select {m} query points among {n}")
+    x = points.detach().cpu().double().numpy()
+    order = np.lexsort(x.T[::-1])
+    cols = [np.ascontiguousarray(x[order, j]) for j in range(x.shape[1])]
+    chosen = np.empty(m, dtype=np.int64)
+    chosen[0] = 0
+    dist = np.full(n, np.inf)
+    dist[0] = -np.inf
+    new, term, ties = np.empty(n), np.empty(n), np.empty(n, dtype=bool)
+    for s in range(1, m):
+        # Distance to the last chosen point (the p-th power suffices for comparisons), in preallocated buffers.
+        new.fill(0.0)
+        for col in cols:
+            np.subtract(col, col[chosen[s - 1]], out=term)
+            np.abs(term, out=term)
+            if math.isinf(p):
+                np.maximum(new, term, out=new)
+            else:
+                np.power(term, p, out=term)
+                np.add(new, term, out=new)
+        np.minimum(dist, new, out=dist)
+        np.greater_equal(dist, dist.max() * (1.0 - _TIE_RTOL), out=ties)
+        nxt = int(np.argmax(ties))
+        chosen[s] = nxt
+        dist[nxt] = -np.inf
+    return torch.from_numpy(order[chosen]).to(points.device)
+
+
+@dataclass
+class PlanLevel:
+    """Neighbourhoods of one discriminator level; indices refer to this level's points (``[B, ...]`` if per-example)."""
+
+    query_idx: Tensor
+    """[M]: the points kept by pooling, in farthest-point order; they are the next level's points."""
+    conv_idx: Tensor
+    """[N, k_conv]: neighbours of every point, for the PointConv centred on it."""
+    conv_offsets: Tensor
+    """[N, k_conv, d]: x_i - x_q for those neighbours, the inputs of the weight MLPs."""
+    pool_idx: Tensor
+    """[M, k_pool]: neighbours of every query point, averaged by pooling."""
+
+
+@dataclass
+class NeighbourPlan:
+    """Everything coordinate-dependent in a PointConv discriminator, computed once per coordinate set."""
+
+    levels: list[PlanLevel]
+    final_idx: Tensor
+    """[1, n_L]: every point left after the last pooling, gathered by the final PointConv."""
+    final_offsets: Tensor
+    """[1, n_L, d]: their offsets from their centroid, the final PointConv's single query."""
+    shared: bool
+    """True when one plan serves the whole batch (coordinates [N, d]); False for per-example [B, N, d]."""
+
+
+def _plan_one(coords: Tensor, num_levels: int, k_conv: int, k_pool: int, p: float, keep_fraction: float,
+              backend: str) -> NeighbourPlan:
+    levels = []
+    cur = coords
+    for _ in range(num_levels):
+        n = cur.shape[0]
+        conv_idx = canonical_knn(cur, cur, min(k_conv, n), p, backend)
+        offsets = cur[conv_idx] - cur[:, None, :]
+        query_idx = select_queries(cur, max(1, math.ceil(n * keep_fraction)), p)
+        pool_idx = canonical_knn(cur[query_idx], cur, min(k_pool, n), p, backend)
+        levels.append(PlanLevel(query_idx, conv_idx, offsets, pool_idx))
+        cur = cur[query_idx]
+    final_idx = torch.arange(cur.shape[0], device=cur.device)[None]
+    final_offsets = (cur - cur.mean(dim=0, keepdim=True))[None]
+    return NeighbourPlan(levels, final_idx, final_offsets, shared=True)
+
+
+@torch.no_grad()
+def build_plan(coords: Tensor, num_levels: int, k_conv: int, k_pool: int, p: float = 2.0,
+               keep_fraction: float = 0.25, backend: str = "auto") -> NeighbourPlan:
+    """Plan ``num_levels`` conv+pool levels and the final PointConv over shared ``[N, d]`` or per-example
+    ``[B, N, d]`` coordinates.
+
+    Each level convolves at every point (``k_conv`` neighbours, clipped to the points available) and pools onto
+    ``ceil(N * keep_fraction)`` farthest-point queries (``k_pool`` neighbours).
+    """
+    if not 0.0 < keep_fraction <= 1.0:
+        raise ValueError(f"keep_fraction must be in (0, 1], got {keep_fraction}")
+    if num_levels < 0:
+        raise ValueError(f"num_levels must be >= 0, got {num_levels}")
+    if coords.dim() == 2:
+        return _plan_one(coords, num_levels, k_conv, k_pool, p, keep_fraction, backend)
+    if coords.dim() != 3:
+        raise ValueError(f"coordinates must be [N, d] or [B, N, d], got {tuple(coords.shape)}")
+    plans = [_plan_one(c, num_levels, k_conv, k_pool, p, keep_fraction, backend) for c in coords]
+    levels = [PlanLevel(**{f.name: torch.stack([getattr(pl.levels[i], f.name) for pl in plans])
+                           for f in fields(PlanLevel)}) for i in range(num_levels)]
+    return NeighbourPlan(levels, torch.stack([pl.final_idx for pl in plans]),
+                         torch.stack([pl.final_offsets for pl in plans]), shared=False)
+
+
+class PlanCache:
+    """A small LRU of plans keyed on the coordinates' content (shape, dtype, device, bytes) and the plan settings.
+
+    A fixed full grid is therefore planned once per run; freshly subsampled coordinates just miss.
+    """
+
+    def __init__(self, maxsize: int = 8) -> None:
+        self.maxsize = maxsize
+        self._plans: OrderedDict[tuple, NeighbourPlan] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    @staticmethod
+    def key(coords: Tensor, *settings: object) -> tuple:
+        """Content key: a hash of the coordinate bytes plus everything else the plan depends on."""
+        digest = hashlib.blake2b(coords.detach().cpu().contiguous().numpy().tobytes(), digest_size=16).hexdigest()
+        return (tuple(coords.shape), str(coords.dtype), str(coords.device), digest, *settings)
+
+    def get(self, coords: Tensor, num_levels: int, k_conv: int, k_pool: int, p: float = 2.0,
+            keep_fraction: float = 0.25) -> NeighbourPlan:
+        """The cached plan for these coordinates and settings, building it on a miss."""
+        key = self.key(coords, num_levels, k_conv, k_pool, float(p), float(keep_fraction))
+        plan = self._plans.get(key)
+        if plan is not None:
+            self.hits += 1
+            self._plans.move_to_end(key)
+            return plan
+        self.misses += 1
+        plan = build_plan(coords, num_levels, k_conv, k_pool, p, keep_fraction)
+        self._plans[key] = plan
+        if len(self._plans) > self.maxsize:
+            self._plans.popitem(last=False)
+        return plan
+
+
+plan_cache = PlanCache()
+"""The process-wide cache used by the discriminators."""
