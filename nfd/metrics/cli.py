@@ -1,0 +1,323 @@
+"""``nfd evaluate``: train the MNIST classifier and score samples (MNIST classifier metrics, 3D shapes, Inception FID).
+
+Each scoring verb writes one JSON record (``--out``, atomically) and can append the same record as one line to a
+``.jsonl`` log (``--jsonl``). Bad input (missing file, a 2D samples file against 3D data, a resolution the classifier
+cannot take) is a one-line ``NfdError`` and nothing is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nfd.errors import NfdError
+
+SPLIT_CHOICES = ["train", "val", "test", "all"]
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except the uninformative ones (required options, off switches)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False or action.required:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _formatter(prog: str) -> argparse.HelpFormatter:
+    return _HelpFormatter(prog, max_help_position=32)
+
+
+def _positive(v: str) -> int:
+    n = int(v)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
+    return n
+
+
+def _non_negative(v: str) -> int:
+    n = int(v)
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {n}")
+    return n
+
+
+def _add_output(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, type=Path, metavar="FILE.json", help="the JSON record to write (atomically)")
+    p.add_argument(
+        "--jsonl", type=Path, default=None, metavar="FILE", help="also append the record as one line to this log"
+    )
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``evaluate`` verb group to the ``nfd`` parser."""
+    p = sub.add_parser(
+        "evaluate",
+        help="train the MNIST classifier; score samples (MNIST, 3D shapes, FID)",
+        description=(
+            "Score generated samples against held-out real data. Each METRIC verb writes one JSON record (--out) and "
+            "can append it as one line to a .jsonl log (--jsonl). Run 'nfd evaluate METRIC --help' for details."
+        ),
+        formatter_class=_formatter,
+    )
+    vs = p.add_subparsers(dest="evaluate_verb", metavar="METRIC")
+    vs.required = True
+
+    t = vs.add_parser(
+        "train-classifier",
+        help="train the small MNIST classifier used by 'nfd evaluate mnist'",
+        description=(
+            "Train a small conv net (2 strided conv layers, 128 penultimate features) on the train split of a "
+            "processed MNIST HDF5 file (28 x 28, with /labels) and save it as a weights-only checkpoint. Prints its "
+            "test accuracy."
+        ),
+        formatter_class=_formatter,
+    )
+    t.add_argument("--data", required=True, type=Path, metavar="FILE.h5", help="processed MNIST HDF5 (with /labels)")
+    t.add_argument(
+        "--out", required=True, type=Path, metavar="FILE.pt", help="checkpoint to write (atomically)"
+    )
+    t.add_argument("--epochs", type=_positive, default=8, help="training epochs")
+    t.add_argument("--seed", type=int, default=0, help="seed of the initialisation and the batch order")
+    t.add_argument("--batch-size", type=_positive, default=64, help="batch size")
+    t.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (cosine decay to 0)")
+    t.add_argument("--threads", type=_positive, default=1, help="torch CPU threads while training")
+    t.set_defaults(func=cmd_train_classifier)
+
+    m = vs.add_parser(
+        "mnist",
+        help="classifier FD, confident share and class spread of MNIST samples",
+        description=(
+            "Score 28 x 28 MNIST samples with the small classifier: classifier FD (not comparable with Inception FID) "
+            "between penultimate features of the samples and of real images of --ref-split, the share of samples "
+            "classified with confidence > 0.9, and the spread over the 10 classes (entropy of the predicted-class "
+            "histogram / log 10, and the counts). Samples at another resolution are an error (no resizing)."
+        ),
+        formatter_class=_formatter,
+    )
+    m.add_argument("--samples", required=True, type=Path, metavar="FILE.npz", help="samples from 'nfd sample'")
+    m.add_argument("--data", required=True, type=Path, metavar="FILE.h5", help="processed MNIST HDF5")
+    m.add_argument("--classifier", required=True, type=Path, metavar="FILE.pt", help="from 'evaluate train-classifier'")
+    m.add_argument("--ref-split", choices=SPLIT_CHOICES, default="test", help="split of the real reference images")
+    _add_output(m)
+    m.set_defaults(func=cmd_mnist)
+
+    s = vs.add_parser(
+        "shapes",
+        help="COV, MMD and 1-NNA (squared Chamfer) of 3D occupancy samples",
+        description=(
+            "Mesh every sample (marching cubes at occupancy level 0) and every reference voxel grid of --ref-split, "
+            "sample --points points uniformly on each surface (seeded), and compute Coverage, Minimum Matching "
+            "Distance and 1-NN accuracy with the squared Chamfer distance. Samples without a surface count as "
+            "failures (reported as num_failed; they cover nothing, match nothing and are misclassified by 1-NNA). "
+            "Samples and data may have different grid resolutions (both live on [-1, 1]^3)."
+        ),
+        formatter_class=_formatter,
+    )
+    s.add_argument("--samples", required=True, type=Path, metavar="FILE.npz", help="samples from 'nfd sample'")
+    s.add_argument("--data", required=True, type=Path, metavar="FILE.h5", help="processed 3D occupancy HDF5")
+    s.add_argument("--ref-split", choices=SPLIT_CHOICES, default="test", help="split of the reference shapes")
+    s.add_argument(
+        "--num-ref", type=_non_negative, default=0, metavar="N",
+        help="use N references drawn (seeded) from the split; 0 = the whole split",
+    )
+    s.add_argument(
+        "--num-samples", type=_non_negative, default=0, metavar="N", help="use the first N samples; 0 = all"
+    )
+    s.add_argument("--points", type=_positive, default=2048, help="points sampled on each surface")
+    s.add_argument("--seed", type=int, default=0, help="seed of the reference subset and the surface sampling")
+    s.add_argument("--workers", type=int, default=-1, help="threads for the KD-tree queries (-1: all cores)")
+    _add_output(s)
+    s.set_defaults(func=cmd_shapes)
+
+    f = vs.add_parser(
+        "fid",
+        help="Inception FID/KID via torch-fidelity (or a 'not computed' record)",
+        description=(
+            "Inception FID and KID of 2D image samples against real images of --ref-split, through torch-fidelity. "
+            "Computed only when torch-fidelity is installed and the Inception weights file exists (--weights, else "
+            "$NFD_INCEPTION_WEIGHTS, else torch-fidelity's torch hub cache); nothing is downloaded. Otherwise the "
+            "record says 'not computed: ...' with fid = null (exit status 0, or 2 with --strict)."
+        ),
+        formatter_class=_formatter,
+    )
+    f.add_argument("--samples", required=True, type=Path, metavar="FILE.npz", help="samples from 'nfd sample'")
+    f.add_argument("--data", required=True, type=Path, metavar="FILE.h5", help="processed image HDF5")
+    f.add_argument("--ref-split", choices=SPLIT_CHOICES, default="test", help="split of the real reference images")
+    f.add_argument("--weights", type=Path, default=None, metavar="FILE.pth", help="Inception weights (torch-fidelity)")
+    f.add_argument("--strict", action="store_true", help="fail (write nothing) when FID cannot be computed")
+    f.add_argument("--cpu", action="store_true", help="run Inception on the CPU even when CUDA is available")
+    _add_output(f)
+    f.set_defaults(func=cmd_fid)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _write(args: argparse.Namespace, record: dict[str, Any]) -> None:
+    from nfd.metrics.registry import append_jsonl, write_json
+
+    write_json(args.out, record)
+    if args.jsonl is not None:
+        append_jsonl(args.jsonl, record)
+
+
+def _summary(record: dict[str, Any]) -> str:
+    parts = []
+    for k, v in record["results"].items():
+        if isinstance(v, float):
+            parts.append(f"{k}={v:.4g}")
+        elif isinstance(v, int) or v is None:
+            parts.append(f"{k}={v}")
+    return f"{record['metric']}: " + ", ".join(parts)
+
+
+def cmd_train_classifier(args: argparse.Namespace) -> int:
+    from nfd.metrics.classifier_fd import train_classifier
+
+    meta = train_classifier(args.data, args.out, epochs=args.epochs, seed=args.seed, batch_size=args.batch_size,
+                            lr=args.lr, threads=args.threads)
+    val = f", val accuracy {meta['val_accuracy']:.4f}" if meta["val_accuracy"] is not None else ""
+    print(
+        f"classifier: test accuracy {meta['test_accuracy']:.4f}{val} ({meta['num_train']} train / {meta['num_test']} "
+        f"test images, {meta['epochs']} epochs, {meta['train_seconds']:.1f} s) -> {args.out}"
+    )
+    return 0
+
+
+def cmd_mnist(args: argparse.Namespace) -> int:
+    from nfd.metrics.classifier_fd import IMAGE_SHAPE, load_classifier, load_mnist_split
+    from nfd.metrics.data import h5_info, load_samples
+    from nfd.metrics.registry import evaluate
+
+    samples = load_samples(args.samples)
+    info = h5_info(args.data)
+    if samples.coord_dim != 2 or samples.feature_dim != 1:
+        raise NfdError(
+            f"{args.samples}: MNIST samples must be 2D grey images [num, 28, 28, 1], got {list(samples.features.shape)}"
+        )
+    if samples.resolution != IMAGE_SHAPE[0]:
+        raise NfdError(
+            f"{args.samples}: resolution {samples.resolution}, but the classifier takes 28 x 28 images only (no "
+            f"resizing); sample with 'nfd sample --resolution 28'"
+        )
+    if info.grid_shape != IMAGE_SHAPE or info.feature_dim != 1:
+        raise NfdError(f"{args.data}: not 28 x 28 grey images (grid_shape {list(info.grid_shape)}, feature_dim "
+                       f"{info.feature_dim})")
+    clf, meta = load_classifier(args.classifier)
+    reference, _ = load_mnist_split(args.data, args.ref_split)
+    baseline = None
+    if args.ref_split not in ("train", "all") and info.splits.get("train"):
+        baseline, _ = load_mnist_split(args.data, "train")
+    record = evaluate(
+        "classifier_fd",
+        context={
+            "samples": str(args.samples),
+            "data": str(args.data),
+            "ref_split": args.ref_split,
+            "classifier": str(args.classifier),
+            "classifier_test_accuracy": meta.get("test_accuracy"),
+            "classifier_data_sha256": meta.get("data_sha256"),
+            "baseline": "classifier FD between as many train images as samples and the reference (real-data floor)"
+            if baseline is not None else None,
+        },
+        samples=samples.features,
+        reference=reference,
+        clf=clf,
+        baseline=baseline,
+    )
+    _write(args, record)
+    print(_summary(record))
+    return 0
+
+
+def cmd_shapes(args: argparse.Namespace) -> int:
+    from nfd.metrics.data import h5_info, load_samples, read_examples, split_indices
+    from nfd.metrics.registry import evaluate
+    from nfd.metrics.shapes3d import volumes_point_sets
+
+    samples = load_samples(args.samples)
+    info = h5_info(args.data)
+    if info.coord_dim != 3 or info.feature_dim != 1:
+        raise NfdError(f"{args.data}: shape metrics need 3D occupancy data (coord_dim 3, feature_dim 1), got "
+                       f"coord_dim {info.coord_dim}, feature_dim {info.feature_dim}")
+    if samples.coord_dim != 3 or samples.feature_dim != 1:
+        raise NfdError(f"{args.samples}: shape metrics need 3D occupancy samples [num, R, R, R, 1], got "
+                       f"{list(samples.features.shape)} (data {args.data} is 3D)")
+    idx = split_indices(args.data, args.ref_split)
+    if args.num_ref:
+        if args.num_ref > len(idx):
+            raise NfdError(f"{args.data}: --num-ref {args.num_ref} but split {args.ref_split!r} has {len(idx)} shapes")
+        idx = np.sort(np.random.default_rng(args.seed).choice(idx, size=args.num_ref, replace=False))
+    vols = samples.features[..., 0]
+    if args.num_samples:
+        if args.num_samples > len(vols):
+            raise NfdError(f"{args.samples}: --num-samples {args.num_samples} but the file has {len(vols)} samples")
+        vols = vols[: args.num_samples]
+    print(f"shapes: meshing {len(vols)} samples ({samples.resolution}^3) and {len(idx)} references "
+          f"({'x'.join(map(str, info.grid_shape))}), {args.points} points each", file=sys.stderr)
+    sample_sets = volumes_point_sets(vols, args.points, seed=args.seed, role=0)
+    ref_sets = []
+    for start in range(0, len(idx), 256):  # read references in chunks to bound memory
+        chunk = read_examples(args.data, idx[start : start + 256])[..., 0]
+        ref_sets += volumes_point_sets(chunk, args.points, seed=args.seed, role=1, offset=start)
+    if all(r is None for r in ref_sets):
+        raise NfdError(f"{args.data}: no reference shape of split {args.ref_split!r} has a surface at level 0")
+    print(f"shapes: {sum(s is None for s in sample_sets)} of {len(sample_sets)} samples have no surface; computing "
+          f"{len(sample_sets) + len(ref_sets)}^2 Chamfer distances", file=sys.stderr)
+    record = evaluate(
+        "shapes3d",
+        context={
+            "samples": str(args.samples),
+            "data": str(args.data),
+            "ref_split": args.ref_split,
+            "ref_indices": [int(i) for i in idx],
+            "sample_resolution": samples.resolution,
+            "data_grid_shape": list(info.grid_shape),
+            "points": args.points,
+            "seed": args.seed,
+            "surface_level": 0.0,
+        },
+        samples=sample_sets,
+        references=ref_sets,
+        workers=args.workers,
+    )
+    _write(args, record)
+    print(_summary(record))
+    return 0
+
+
+def cmd_fid(args: argparse.Namespace) -> int:
+    from nfd.metrics.data import h5_info, load_samples, read_examples, split_indices
+    from nfd.metrics.registry import evaluate
+
+    samples = load_samples(args.samples)
+    info = h5_info(args.data)
+    if info.coord_dim != 2 or samples.coord_dim != 2:
+        raise NfdError(f"FID needs 2D images: samples {args.samples} are {samples.coord_dim}D, data {args.data} is "
+                       f"{info.coord_dim}D")
+    if samples.feature_dim != info.feature_dim or tuple(samples.features.shape[1:3]) != info.grid_shape:
+        raise NfdError(f"{args.samples}: samples {list(samples.features.shape[1:])} do not match data {args.data} "
+                       f"({list(info.grid_shape)} x {info.feature_dim}); sample at the data resolution")
+    reference = read_examples(args.data, split_indices(args.data, args.ref_split))
+    record = evaluate(
+        "fid",
+        context={"samples": str(args.samples), "data": str(args.data), "ref_split": args.ref_split},
+        samples=samples.features,
+        reference=reference,
+        weights=args.weights,
+        cuda=False if args.cpu else None,
+    )
+    if record["status"] != "computed":
+        if args.strict:
+            raise NfdError(record["message"])
+        _write(args, record)
+        print(f"nfd evaluate fid: {record['message']} (record written to {args.out})", file=sys.stderr)
+        return 0
+    _write(args, record)
+    print(_summary(record))
+    return 0
