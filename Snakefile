@@ -1,4 +1,5 @@
-# Entry point only: the rules live in workflow/rules/, every command comes from nfd.pipeline (see README).
+# Entry point: config, schema check, the default target (every figure and table of the preset) and the rules
+# in workflow/rules/; every command comes from nfd.pipeline (see README).
 from snakemake.utils import min_version, validate
 
 min_version("8.20")
@@ -10,6 +11,12 @@ validate(config, "workflow/schemas/config.schema.yaml")
 
 
 include: "workflow/rules/common.smk"
+
+
+rule all:
+    input:
+        plan.targets(),
+
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/sample.smk"

@@ -19,8 +19,3 @@ def deps(rule_name):
 
 def cmd(rule_name):
     return lambda wc: plan.get(rule_name, wc).shell
-
-
-rule all:
-    input:
-        plan.targets(),
