@@ -205,7 +205,8 @@ class Plan:
             cmd = ["nfd", "evaluate", "mnist", "--samples", npz, "--data", data, "--classifier", clf, "--out", out]
             deps = [npz, data, clf]
         elif kind in ("synth_chairs", "shapenet"):
-            npz = self.samples(exp, 32, max(ev["num_reference"], 1) if ev["num_reference"] else 100, 1)
+            # as many samples as reference shapes (balanced 1-NNA); the whole test split when num_reference is 0
+            npz = self.samples(exp, 32, ev["num_reference"] or ev["num_samples"], 1)
             cmd = ["nfd", "evaluate", "shapes", "--samples", npz, "--data", data, "--points",
                    str(ev["shape_points"]), "--out", out]
             if ev["num_reference"]:
