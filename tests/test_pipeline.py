@@ -122,6 +122,9 @@ def test_tiny_snakemake_run_to_fig9_then_dvc_repro_and_remote(tmp_path):
          work)
     assert (work / "results/figures/fig9.png").stat().st_size > 1000
     assert list((work / "logs" / "train").glob("*.log")) and list((work / "logs" / "benchmarks").rglob("*.tsv"))
+    _run([str(BIN / "snakemake"), "--report", "results/report.html", "--", "results/figures/fig9.png"], work)
+    report = (work / "results/report.html").read_text(errors="replace")
+    assert "fig9.png" in report and "marching cubes" in report
 
     shutil.rmtree(work / "results")
     shutil.rmtree(work / "data", ignore_errors=True)
