@@ -15,7 +15,7 @@ from torch import nn
 from nfd.config import ConfigError, DiscriminatorConfig, EncodingConfig
 from nfd.encoding import make_encoding
 from nfd.neighbours import NeighbourPlan, build_plan, plan_cache
-from nfd.pointconv import PointConv, avg_pool, pointconv_naive
+from nfd.pointconv import PointConv, avg_pool, avg_pool_points_major, pointconv_naive
 
 Tensor = torch.Tensor
 
@@ -55,12 +55,25 @@ class PointConvDiscriminator(nn.Module):
             plan = build_plan(coords, len(self.convs), self.k, self.k, self.p, self.keep_fraction, backend="naive")
         elif plan is None:
             plan = self.plan(coords)
+        if plan.shared and not naive:
+            return self._forward_shared(features, plan)
         h = features
         for conv, norm, level in zip(self.convs, self.norms, plan.levels):
             h = _apply(conv, h, level.conv_idx, level.conv_offsets, naive)
             h = self.act(norm(h.reshape(-1, h.shape[-1])).view_as(h))
             h = avg_pool(h, level.pool_idx)
         return _apply(self.final, h, plan.final_idx, plan.final_offsets, naive).reshape(-1)
+
+
+    def _forward_shared(self, features: Tensor, plan: NeighbourPlan) -> Tensor:
+        """The fast path for coordinates shared by the batch: activations stay points-major ``[N, B, C]`` (see
+        nfd.pointconv), each PointConv takes the cheaper of its two forms, pooling is one sparse product."""
+        h, points_major = features, False
+        for conv, norm, level in zip(self.convs, self.norms, plan.levels):
+            h = conv.forward_shared(h, level.conv_idx, level.conv_offsets, points_major)        # [M, B, C]
+            h = self.act(norm(h.view(-1, h.shape[-1]))).view_as(h)
+            h, points_major = avg_pool_points_major(h, level.pool_idx), True
+        return self.final.forward_shared(h, plan.final_idx, plan.final_offsets, points_major).reshape(-1)
 
 
 def _apply(conv: PointConv, features: Tensor, nbr_idx: Tensor, offsets: Tensor, naive: bool) -> Tensor:

@@ -106,10 +106,54 @@ def lexsort(points: Tensor) -> Tensor:
     return order
 
 
+def _pow_distance(diff: Tensor, p: float) -> Tensor:
+    """sum_j |diff_j|^p (max_j for p = inf) over the last axis, one element-wise op per coordinate: the same bits for
+    the same pair of points wherever it sits in a tensor (a reduction kernel may round differently by position)."""
+    a = diff.abs()
+    cols = a.unbind(-1)
+    out = cols[0] if math.isinf(p) or p == 1.0 else (cols[0] * cols[0] if p == 2.0 else cols[0].pow(p))
+    for col in cols[1:]:
+        if math.isinf(p):
+            out = torch.maximum(out, col)
+        else:
+            out = out + (col if p == 1.0 else col * col if p == 2.0 else col.pow(p))
+    return out
+
+
+def _rerank(query: Tensor, points: Tensor, cand: Tensor, k: int, p: float) -> tuple[Tensor, Tensor]:
+    """The ``k`` nearest of the candidate indices ``cand [M, S]`` by :func:`_pow_distance`, exact ties going to the
+    lower index; also whether each query's candidates provably hold every point as near as its k-th neighbour."""
+    cand = cand.sort(dim=-1).values
+    key = _pow_distance(points[cand] - query.unsqueeze(-2), p)                      # [M, S]
+    order = torch.argsort(key, dim=-1, stable=True)
+    kth = torch.gather(key, -1, order[..., k - 1:k]).squeeze(-1)
+    farthest = key.amax(dim=-1)
+    complete = farthest > kth * (1.0 + 1e-9) + 1e-300 if cand.shape[-1] < points.shape[0] else \
+        torch.ones_like(kth, dtype=torch.bool)
+    return torch.gather(cand, -1, order[..., :k]), complete
+
+
 def canonical_knn(query: Tensor, points: Tensor, k: int, p: float = 2.0, backend: str = "auto") -> Tensor:
-    """:func:`knn` run on the points in canonical order, so ties are broken by coordinates, not by input order."""
+    """:func:`knn` run on the points in canonical order, so ties are broken by coordinates, not by input order.
+
+    Equidistant candidates for the last places are resolved the same way by every backend: each backend only
+    proposes candidates (more than ``k``, widened until they provably include every point as near as the k-th), and
+    one exact re-ranking (:func:`_pow_distance`, stable sort in canonical order) chooses among them. So the KD-tree,
+    the chunked-cdist and the brute-force backends return the same neighbourhoods, also on grids, where such ties
+    are everywhere; the discriminator's naive reference path therefore computes exactly the fast path's numbers.
+    """
     order = lexsort(points)
-    return order[knn(query, points[order], k, p, backend)]
+    pts = points[order]
+    n = pts.shape[0]
+    _check_k(k, n)
+    _check_p(p)
+    slack = k
+    while True:
+        s = min(n, k + slack)
+        cand, complete = _rerank(query, pts, knn(query, pts, s, p, backend), k, p)
+        if s == n or bool(complete.all()):
+            return order[cand]
+        slack *= 4
 
 
 def select_queries(points: Tensor, m: int, p: float = 2.0) -> Tensor:

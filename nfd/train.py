@@ -7,6 +7,7 @@ Every source of randomness of a step (batch order, point subset, latents) is dra
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import time
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from nfd import checkpoint as ckpt
-from nfd.config import Config, describe, resolve, save_yaml, to_dict
+from nfd.config import Config, TrainConfig, describe, resolve, save_yaml, to_dict
 from nfd.errors import NfdError
 from nfd.losses import d_loss, g_loss, r1_penalty
 from nfd.metrics_log import MetricsLog
@@ -36,6 +37,61 @@ def step_generator(seed: int, step: int, stream: int, device: torch.device | str
     g = torch.Generator(device=device)
     g.manual_seed((seed * 1_000_003 + step * 7_919 + stream * 104_729) % (2**63 - 1))
     return g
+
+
+def gan_optimizers(G: torch.nn.Module, D: torch.nn.Module,
+                   tc: TrainConfig) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
+    """The Adam optimisers of a GAN run (App. A.2), for :class:`Trainer` and ``nfd bench`` alike."""
+    betas = (tc.beta1, tc.beta2)
+    return (torch.optim.Adam(G.parameters(), lr=tc.lr_g, betas=betas),
+            torch.optim.Adam(D.parameters(), lr=tc.lr_d, betas=betas))
+
+
+def gan_step(G: torch.nn.Module, D: torch.nn.Module, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
+             coords: torch.Tensor, real: torch.Tensor, cfg: TrainConfig | Config, generator: torch.Generator | None,
+             naive: bool = False, amp: bool = False) -> dict[str, float]:
+    """The adversarial training step (Sec. 3.5), used by :class:`Trainer` and by ``nfd bench``.
+
+    One D step (non-saturating loss with the R1 penalty on the real sets, a double backward), then one G step, all on
+    the ``coords`` ``[N, d]`` shared by the batch; ``real`` ``[B, N, k]`` are the real features. The neighbour plan
+    is computed (or fetched from the cache) once and shared by the real, fake and R1 passes. The latents of both
+    halves are drawn from ``generator``. ``naive=True`` runs the same step through the reference implementations
+    (the per-example generator loop, brute-force neighbours on every D call and the naive PointConv): same
+    numbers, for benchmarks and tests. ``amp=True`` runs the forward passes under bf16 autocast (backward passes and
+    the R1 gradient outside it, as autocast wants). Returns the step's metrics as floats.
+    """
+    tc = cfg.train if isinstance(cfg, Config) else cfg
+    n = real.shape[0]
+    plan = None if naive else D.plan(coords)
+
+    def autocast() -> contextlib.AbstractContextManager:
+        return torch.autocast(real.device.type, dtype=torch.bfloat16) if amp else contextlib.nullcontext()
+
+    real = real.requires_grad_(tc.r1_weight > 0)
+    with autocast():
+        real_logits = D(coords, real, plan=plan, naive=naive)
+        with torch.no_grad():
+            fake = G(G.sample_latents(n, generator=generator, device=real.device), coords, naive=naive)
+        fake_logits = D(coords, fake, plan=plan, naive=naive)
+        loss_d = d_loss(real_logits, fake_logits)
+    r1 = torch.zeros((), device=real.device)
+    if tc.r1_weight > 0:
+        out = real_logits if tc.r1_on == "logit" else torch.sigmoid(real_logits)
+        r1 = r1_penalty(out, real)
+    total_d = loss_d + tc.r1_weight * r1
+    opt_d.zero_grad(set_to_none=True)
+    total_d.backward()
+    opt_d.step()
+
+    with autocast():
+        fake = G(G.sample_latents(n, generator=generator, device=real.device), coords, naive=naive)
+        loss_g = g_loss(D(coords, fake, plan=plan, naive=naive))
+    opt_g.zero_grad(set_to_none=True)
+    loss_g.backward()
+    opt_g.step()
+    return {"loss_d": float(loss_d.detach()), "loss_g": float(loss_g.detach()), "r1": float(r1.detach()),
+            "d_real": float(torch.sigmoid(real_logits.detach()).mean()),
+            "d_fake": float(torch.sigmoid(fake_logits.detach()).mean())}
 
 
 @dataclass
@@ -79,8 +135,7 @@ class Trainer:
         betas = (tc.beta1, tc.beta2)
         if tc.model == "gan":
             self.D = build_discriminator_for(cfg, self.coord_dim, self.feature_dim).to(self.device)
-            self.opt_g = torch.optim.Adam(self.G.parameters(), lr=tc.lr_g, betas=betas)
-            self.opt_d = torch.optim.Adam(self.D.parameters(), lr=tc.lr_d, betas=betas)
+            self.opt_g, self.opt_d = gan_optimizers(self.G, self.D, tc)
         else:
             self.D = None
             latent_params = list(self.G.latents.parameters())
@@ -111,35 +166,10 @@ class Trainer:
     # -- steps ------------------------------------------------------------------------------------------------
     def gan_step(self, step: int) -> dict[str, float]:
         """One D step with R1 on real sets, then one G step (non-saturating loss), on shared coordinates."""
-        tc, G, D = self.cfg.train, self.G, self.D
-        assert D is not None and self.opt_d is not None
+        assert self.D is not None and self.opt_d is not None
         b = self.batch(step)
-        plan = D.plan(b.coords)
-        n = b.features.shape[0]
-        g = step_generator(tc.seed, step, stream=3, device=self.device)
-
-        real = b.features.requires_grad_(tc.r1_weight > 0)
-        real_logits = D(b.coords, real, plan=plan)
-        with torch.no_grad():
-            fake = G(G.sample_latents(n, generator=g, device=self.device), b.coords)
-        fake_logits = D(b.coords, fake, plan=plan)
-        loss_d = d_loss(real_logits, fake_logits)
-        r1 = torch.zeros((), device=self.device)
-        if tc.r1_weight > 0:
-            out = real_logits if tc.r1_on == "logit" else torch.sigmoid(real_logits)
-            r1 = r1_penalty(out, real)
-        total_d = loss_d + tc.r1_weight * r1
-        self.opt_d.zero_grad(set_to_none=True)
-        total_d.backward()
-        self.opt_d.step()
-
-        fake = G(G.sample_latents(n, generator=g, device=self.device), b.coords)
-        loss_g = g_loss(D(b.coords, fake, plan=plan))
-        self.opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        self.opt_g.step()
-        return {"loss_d": float(loss_d), "loss_g": float(loss_g), "r1": float(r1),
-                "d_real": float(torch.sigmoid(real_logits).mean()), "d_fake": float(torch.sigmoid(fake_logits).mean())}
+        g = step_generator(self.cfg.train.seed, step, stream=3, device=self.device)
+        return gan_step(self.G, self.D, self.opt_g, self.opt_d, b.coords, b.features, self.cfg.train, g)
 
     def autodecoder_step(self, step: int) -> dict[str, float]:
         """One joint step on the decoder and the batch's latents (App. B.1)."""
