@@ -1,4 +1,4 @@
-"""Quick-look PNG grids of samples: images as they are, 3D occupancy as a front view (depth-shaded, +y up).
+"""Quick-look PNG grids of samples: images as they are, 3D occupancy as a front view from +z (depth-shaded, +y up).
 
 Used for the periodic fixed-latent grids of training; the paper figures use real meshes and renders instead.
 """
@@ -21,11 +21,11 @@ def to_image(sample: np.ndarray) -> np.ndarray:
         img = (np.clip(sample, -1, 1) + 1) * 127.5
         img = np.repeat(img, 3, axis=2) if img.shape[2] == 1 else img[..., :3]
         return img.astype(np.uint8)
-    occ = sample[..., 0] > 0  # [x, y, z]
+    occ = sample[..., 0][..., ::-1] > 0  # [x, y, z], z reversed: seen from +z, the chairs' front
     z = occ.shape[2]
-    # nearest occupied voxel along +z seen from the front: brighter = closer
+    # depth of the nearest occupied voxel: near is dark, far is light grey, empty is white
     first = np.where(occ.any(axis=2), occ.argmax(axis=2), z)
-    shade = np.where(first < z, 255 - 180 * first / max(z - 1, 1), 255).astype(np.uint8)
+    shade = np.where(first < z, 40 + 170 * first / max(z - 1, 1), 255).astype(np.uint8)
     img = shade.T[::-1]  # rows = y from top (high y) to bottom, columns = x
     return np.repeat(img[..., None], 3, axis=2)
 
