@@ -178,7 +178,7 @@ class Trainer:
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_g.step()
-        return {"loss": float(loss), **{k: float(v) for k, v in parts.items()}}
+        return {"loss": loss.item(), **{k: float(v) for k, v in parts.items()}}
 
     # -- bookkeeping ------------------------------------------------------------------------------------------
     @property
