@@ -177,19 +177,23 @@ def _preset_demo_mnist() -> Config:
     c = _preset_mnist()
     c.name = "demo_mnist"
     c.discriminator.channels = [32, 64, 128]
-    c.train.batch_size, c.train.steps, c.train.num_points = 32, 1500, 0
-    c.train.checkpoint_every, c.train.sample_every = 500, 250
+    c.train.batch_size, c.train.steps, c.train.num_points = 32, 1000, 0
+    c.train.checkpoint_every, c.train.sample_every = 250, 250
     return c
 
 
 def _preset_demo_chairs() -> Config:
-    """A CPU-sized chairs model: fewer points and channels, larger learning rates, same architecture family."""
+    """A CPU-sized chairs model: fewer points and channels, 2x the paper's learning rates with a D/G ratio of 2.5.
+
+    Measured on the synthetic chairs: at lr_d 4e-4 or 2e-4 the discriminator wins within 100 steps and the
+    generator collapses to empty volumes (tanh saturated); the paper's 2e-5/8e-5 is stable but slow for minutes.
+    """
     c = _preset_shapenet_chairs()
     c.name = "demo_chairs"
     c.discriminator.channels = [32, 64, 128]
     c.train.batch_size, c.train.steps, c.train.num_points = 16, 1500, 2048
-    c.train.lr_g, c.train.lr_d = 1e-4, 4e-4
-    c.train.checkpoint_every, c.train.sample_every = 500, 250
+    c.train.lr_g, c.train.lr_d = 4e-5, 1e-4
+    c.train.checkpoint_every, c.train.sample_every = 250, 250
     return c
 
 

@@ -163,13 +163,18 @@ def pointconv_naive(conv: PointConv, features: Tensor, nbr_idx: Tensor, offsets:
     The weight MLP sees all offsets in one call, as in the efficient form, so BatchNorm statistics agree.
     """
     b = features.shape[0]
+    m, k = nbr_idx.shape[-2:]
     h = conv.weight_net(offsets.to(features.dtype))                          # [(B,) M, k, mid]
     lin = conv.linear.weight.view(conv.out_ch, conv.in_ch, conv.mid)
     w = torch.einsum("ocj,...j->...oc", lin, h)                             # [(B,) M, k, Cout, Cin]
+    # Laid out once as [(B,) M, Cout, k * Cin], so that each example's sum over its neighbours is one batched product
+    # whose backward uses W transposed in place: a per-example copy of W, kept by R1's double backward, would make
+    # this reference's memory grow by |W| per example.
+    w = w.transpose(-3, -2).reshape(*w.shape[:-4], m, conv.out_ch, k * conv.in_ch)
     outs = []
     for i in range(b):
         idx = nbr_idx if nbr_idx.dim() == 2 else nbr_idx[i]
-        wi = w if w.dim() == 4 else w[i]
-        f = features[i][idx]                                                 # [M, k, Cin]
-        outs.append((wi @ f.unsqueeze(-1)).squeeze(-1).sum(dim=1) + conv.linear.bias)
+        wi = w if w.dim() == 3 else w[i]
+        f = features[i][idx].reshape(m, k * conv.in_ch, 1)                   # [M, k * Cin, 1]
+        outs.append(torch.bmm(wi, f).squeeze(-1) + conv.linear.bias)
     return torch.stack(outs)
