@@ -1,0 +1,140 @@
+"""`nfd bench`: the fast and naive training steps agree, the JSON record has its documented keys, and the
+generator's cost per example does not depend on the batch size. Tiny sizes; nothing here asserts on wall time."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from nfd.bench import DataShape, build_setup, generator_cost, run_step, step_inputs
+from nfd.cli import main
+from nfd.config import resolve
+
+STEP_KEYS = {"schema", "kind", "preset", "config", "sets", "device", "device_name", "threads", "torch_version", "cpu",
+             "timestamp", "data", "steps", "warmup", "amp", "compile", "rss_isolated", "mode", "seconds_per_step",
+             "cpu_seconds_per_step", "peak_rss_bytes", "peak_rss_gb", "peak_cuda_bytes", "flops_per_step",
+             "gflops_per_s", "metrics", "env", "fast", "naive", "fast_over_naive", "speedup_over_naive", "reference",
+             "speedup_over_reference", "rss_fraction_of_reference", "step0_max_rel_diff"}
+MODE_KEYS = {"mode", "seconds_per_step", "cpu_seconds_per_step", "flops_per_step", "gflops_per_s", "metrics",
+             "peak_rss_bytes", "peak_rss_gb", "peak_cuda_bytes", "rss_after_build_bytes", "threads", "env", "metrics_step0",
+             "peak_rss_process_bytes", "loadavg_before", "loadavg_after"}
+
+
+@pytest.fixture
+def float64():
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
+
+def _state(setup) -> dict[str, torch.Tensor]:
+    out = {f"G.{k}": v.detach().clone() for k, v in setup.G.state_dict().items()}
+    out.update({f"D.{k}": v.detach().clone() for k, v in setup.D.state_dict().items()})
+    return out
+
+
+@pytest.mark.parametrize("case", ["grid2d", "subset3d", "features3"])
+def test_fast_and_naive_steps_agree(float64, case):
+    """From the same weights and data, one fast step and one naive step (per-example generator loop, brute-force
+    neighbours on every D call, naive PointConv) give the same losses and the same parameter updates."""
+    sets = ["train.r1_weight=10.0"]
+    if case == "grid2d":
+        shape = DataShape(2, 1, 10)                        # full 10x10 grid: ties everywhere in the neighbour search
+    elif case == "subset3d":
+        shape = DataShape(3, 1, 8)                         # 256 of 512 points, a fresh subset per step
+        sets.append("points=256")
+    else:
+        shape = DataShape(2, 3, 12)
+        sets += ["discriminator.channels=[8, 16, 16]", "train.r1_on=sigmoid"]
+    cfg = resolve("tiny", None, sets)
+    fast, naive = build_setup(cfg, shape, seed=3), build_setup(cfg, shape, seed=3)
+    before = _state(fast)
+    assert all(torch.equal(before[k], v) for k, v in _state(naive).items())
+    for step in range(2):
+        m_fast = run_step(fast, step, naive=False)
+        m_naive = run_step(naive, step, naive=True)
+        for k in m_fast:
+            assert m_fast[k] == pytest.approx(m_naive[k], rel=1e-9, abs=1e-12), (step, k)
+    a, b = _state(fast), _state(naive)
+    moved = 0
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-7, atol=1e-9, msg=k)
+        moved += int(not torch.equal(a[k], before[k]))
+    assert moved > len(a) // 2  # the step really updated the models
+
+
+def test_step_inputs_follow_the_trainer_streams():
+    cfg = resolve("tiny", None, ["points=100"])
+    setup = build_setup(cfg, DataShape(2, 1, 16))
+    c0, r0, _ = step_inputs(setup, 0)
+    c0b, r0b, _ = step_inputs(setup, 0)
+    c1, _, _ = step_inputs(setup, 1)
+    assert c0.shape == (100, 2) and r0.shape == (cfg.train.batch_size, 100, 1)
+    assert torch.equal(c0, c0b) and torch.equal(r0, r0b) and not torch.equal(c0, c1)
+
+
+@pytest.mark.parametrize("naive", [False, True])
+def test_generator_flops_per_example_do_not_grow_with_batch(naive):
+    cfg = resolve("tiny", None, [])
+    setup = build_setup(cfg, DataShape(2, 1, 12))
+    sizes = (1, 2, 5, 16)
+    flops = [generator_cost(setup.G, setup.all_coords, b, naive=naive, repeats=1)["flops"] for b in sizes]
+    # Exactly affine in the batch: a fixed cost per example plus the coordinate encoding, done once per batch.
+    per_example = (flops[1] - flops[0]) / (sizes[1] - sizes[0])
+    assert per_example > 0
+    assert (flops[3] - flops[2]) / (sizes[3] - sizes[2]) == pytest.approx(per_example, rel=1e-12)
+    shared = flops[0] - per_example
+    assert 0 <= shared < 0.05 * per_example
+
+
+def test_cli_writes_the_documented_json(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--preset", "tiny", "--steps", "2", "--warmup", "1", "--naive-steps", "1",
+                 "--naive-warmup", "1", "--set", "batch=4", "--json", str(out), "--in-process"]) == 0
+    text = capsys.readouterr().out
+    assert "fast/naive time ratio" in text and "nfd bench tiny" in text
+    rec = json.loads(out.read_text())
+    assert STEP_KEYS <= set(rec)
+    assert rec["schema"] == "nfd-bench/1" and rec["kind"] == "step" and rec["mode"] == "fast"
+    assert rec["data"] == {"coord_dim": 2, "feature_dim": 1, "resolution": 16, "points_total": 256,
+                           "points_per_step": 256, "batch_size": 4}
+    for mode in ("fast", "naive"):
+        assert MODE_KEYS <= set(rec[mode]), mode
+        assert rec[mode]["flops_per_step"] > 0 and rec[mode]["peak_rss_bytes"] > 0
+        assert set(rec[mode]["seconds_per_step"]) == {"median", "min", "max", "all"}
+    assert len(rec["fast"]["seconds_per_step"]["all"]) == 2 and len(rec["naive"]["seconds_per_step"]["all"]) == 1
+    assert rec["fast_over_naive"] == pytest.approx(1 / rec["speedup_over_naive"])
+    # both modes' FLOP-counted first steps start from the same weights and data (float32 here)
+    assert rec["step0_max_rel_diff"] < 1e-4
+    assert [g["batch"] for g in rec["fast"]["generator"]] == [1, 2, 4]
+    assert rec["reference"] is None and rec["rss_isolated"] is False
+
+
+def test_cli_subprocess_isolation_and_sample_mode(tmp_path, capsys):
+    out = tmp_path / "fast.json"
+    assert main(["bench", "--preset", "tiny", "--steps", "1", "--warmup", "0", "--no-naive", "--no-gen-scaling",
+                 "--set", "batch=2", "--threads", "1", "--json", str(out)]) == 0
+    rec = json.loads(out.read_text())
+    assert rec["rss_isolated"] is True and rec["naive"] is None and rec["fast_over_naive"] is None
+    assert rec["threads"] == 1 and rec["env"]["OMP_WAIT_POLICY"]
+    out = tmp_path / "sample.json"
+    assert main(["bench", "--preset", "tiny", "--sample", "--sample-resolution", "20", "--sample-resolution", "33",
+                 "--num", "3", "--chunk-points", "100", "--json", str(out), "--in-process"]) == 0
+    rec = json.loads(out.read_text())
+    assert rec["kind"] == "sample" and [r["resolution"] for r in rec["results"]] == [20, 33]
+    for r in rec["results"]:
+        assert {"seconds", "peak_rss_bytes", "output_bytes", "flops", "gflops_per_s", "points"} <= set(r)
+        assert r["finite"] and r["output_bytes"] == 3 * r["points"] * 4
+    assert "33^2" in capsys.readouterr().out
+
+
+def test_cli_errors(capsys):
+    assert main(["bench", "--preset", "nope"]) == 2
+    assert "unknown preset" in capsys.readouterr().err
+    assert main(["bench", "--preset", "tiny", "--steps", "0"]) == 2
+    if not torch.cuda.is_available():
+        assert main(["bench", "--preset", "tiny", "--device", "cuda"]) == 2
+        assert "CUDA is not available" in capsys.readouterr().err
