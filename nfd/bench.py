@@ -396,8 +396,10 @@ def measure_sample(cfg: Config, shape: DataShape, device: torch.device, resoluti
     z = G.sample_latents(num, generator=torch.Generator().manual_seed(0), device=device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    small = grid_coords(8, shape.coord_dim, device=device)
-    flops_small, _ = count_flops(lambda: G.evaluate(z, small, chunk_points=chunk_points))
+    # FLOPs are affine in the number of points (the hypernetwork runs once per function): count two small grids.
+    n1, n2 = (grid_coords(r, shape.coord_dim, device=device) for r in (8, 16))
+    f1, _ = count_flops(lambda: G.evaluate(z, n1, chunk_points=chunk_points))
+    f2, _ = count_flops(lambda: G.evaluate(z, n2, chunk_points=chunk_points))
     _sync(device)
     t0 = time.perf_counter()
     coords = grid_coords(resolution, shape.coord_dim, device=device)
@@ -405,7 +407,7 @@ def measure_sample(cfg: Config, shape: DataShape, device: torch.device, resoluti
     _sync(device)
     sec = time.perf_counter() - t0
     points = resolution ** shape.coord_dim
-    flops = int(flops_small * points / small.shape[0])  # the same products per point at every resolution
+    flops = int(f1 + (f2 - f1) * (points - n1.shape[0]) / (n2.shape[0] - n1.shape[0]))
     if verbose:
         print(f"nfd bench [sample] {num} x {resolution}^{shape.coord_dim}: {sec:.2f} s", flush=True)
     rec = {"resolution": resolution, "points": points, "num": num, "seconds": sec,

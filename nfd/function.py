@@ -42,13 +42,12 @@ def _layers(params: torch.Tensor, shape: MLPShape) -> Iterator[tuple[torch.Tenso
     """Views ``W [B, out, in]`` and ``b [B, out]`` of each layer in the flat ``[B, P]`` params (no copies)."""
     if params.dim() != 2 or params.shape[1] != shape.num_weights:
         raise ValueError(f"params must be [B, {shape.num_weights}], got {list(params.shape)}")
-    n, offset = params.shape[0], 0
-    for o, i in shape.layer_shapes:
-        W = params[:, offset:offset + o * i].view(n, o, i)
-        offset += o * i
-        b = params[:, offset:offset + o]
-        offset += o
-        yield W, b
+    # One split rather than a slice per tensor: the backward of a split is one concatenation of the pieces'
+    # gradients, where every slice's backward would zero-fill a full [B, P] gradient and add it up (2L of them).
+    n = params.shape[0]
+    parts = params.split([s for o, i in shape.layer_shapes for s in (o * i, o)], dim=1)
+    for k, (o, i) in enumerate(shape.layer_shapes):
+        yield parts[2 * k].view(n, o, i), parts[2 * k + 1]
 
 
 def _check_x(params: torch.Tensor, x: torch.Tensor, shape: MLPShape) -> None:

@@ -16,12 +16,13 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from nfd import checkpoint as ckpt
 from nfd.config import Config, TrainConfig, describe, resolve, save_yaml, to_dict
 from nfd.errors import NfdError
-from nfd.losses import d_loss, g_loss, r1_penalty
+from nfd.losses import g_loss, r1_penalty
 from nfd.metrics_log import MetricsLog
 from nfd.models import build_discriminator_for, build_generator, pick_device
 from nfd.preview import save_preview
@@ -68,27 +69,42 @@ def gan_step(G: torch.nn.Module, D: torch.nn.Module, opt_g: torch.optim.Optimize
         return torch.autocast(real.device.type, dtype=torch.bfloat16) if amp else contextlib.nullcontext()
 
     real = real.requires_grad_(tc.r1_weight > 0)
+    opt_d.zero_grad(set_to_none=True)
     with autocast():
         real_logits = D(coords, real, plan=plan, naive=naive)
         with torch.no_grad():
             fake = G(G.sample_latents(n, generator=generator, device=real.device), coords, naive=naive)
         fake_logits = D(coords, fake, plan=plan, naive=naive)
-        loss_d = d_loss(real_logits, fake_logits)
+        loss_fake = F.softplus(fake_logits).mean()
+    # d_loss = softplus(-real).mean() + softplus(fake).mean(): backpropagating the fake half now frees that pass's
+    # graph before R1 builds its own (the peak of the step); the gradients are the same sums in another order.
+    loss_fake.backward()
+    with autocast():
+        loss_real = F.softplus(-real_logits).mean()
     r1 = torch.zeros((), device=real.device)
     if tc.r1_weight > 0:
         out = real_logits if tc.r1_on == "logit" else torch.sigmoid(real_logits)
         r1 = r1_penalty(out, real)
-    total_d = loss_d + tc.r1_weight * r1
-    opt_d.zero_grad(set_to_none=True)
-    total_d.backward()
+    (loss_real + tc.r1_weight * r1).backward()
     opt_d.step()
+    opt_d.zero_grad(set_to_none=True)            # D's gradients are not needed again this step: free them
+    loss_d = (loss_real + loss_fake).detach()
 
     with autocast():
         fake = G(G.sample_latents(n, generator=generator, device=real.device), coords, naive=naive)
-        loss_g = g_loss(D(coords, fake, plan=plan, naive=naive))
-    opt_g.zero_grad(set_to_none=True)
-    loss_g.backward()
+    # The G step backpropagates through D, but only into G: D's parameter gradients would be discarded.
+    d_flags = [p.requires_grad for p in D.parameters()]
+    D.requires_grad_(False)
+    try:
+        with autocast():
+            loss_g = g_loss(D(coords, fake, plan=plan, naive=naive))
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+    finally:
+        for p, flag in zip(D.parameters(), d_flags):
+            p.requires_grad_(flag)
     opt_g.step()
+    opt_g.zero_grad(set_to_none=True)            # G's gradients (the size of the hypernetwork) are free during D's step
     return {"loss_d": float(loss_d.detach()), "loss_g": float(loss_g.detach()), "r1": float(r1.detach()),
             "d_real": float(torch.sigmoid(real_logits.detach()).mean()),
             "d_fake": float(torch.sigmoid(fake_logits.detach()).mean())}
@@ -169,7 +185,8 @@ class Trainer:
         assert self.D is not None and self.opt_d is not None
         b = self.batch(step)
         g = step_generator(self.cfg.train.seed, step, stream=3, device=self.device)
-        return gan_step(self.G, self.D, self.opt_g, self.opt_d, b.coords, b.features, self.cfg.train, g)
+        amp = self.cfg.train.amp and self.device.type == "cuda"
+        return gan_step(self.G, self.D, self.opt_g, self.opt_d, b.coords, b.features, self.cfg.train, g, amp=amp)
 
     def autodecoder_step(self, step: int) -> dict[str, float]:
         """One joint step on the decoder and the batch's latents (App. B.1)."""
