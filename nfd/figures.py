@@ -133,24 +133,13 @@ MODEL_NAMES = {"mnist": "NFD (PointConv discriminator)", "mnist_autodecoder": "a
                "mnist_setdisc": "NFD (set discriminator)"}
 
 
-@figure("fig8")
-def fig8(inputs: dict[str, Path], title: str) -> plt.Figure:
+def _columns_figure(inputs: dict[str, Path], title: str) -> plt.Figure:
+    """Fig. 8 (all three models side by side), 12, 13 and 14 (one model each): one column of samples per input."""
     return _sample_columns(inputs, title, MODEL_NAMES)
 
 
-@figure("fig12")
-def fig12(inputs: dict[str, Path], title: str) -> plt.Figure:
-    return _sample_columns(inputs, title, MODEL_NAMES)
-
-
-@figure("fig13")
-def fig13(inputs: dict[str, Path], title: str) -> plt.Figure:
-    return _sample_columns(inputs, title, MODEL_NAMES)
-
-
-@figure("fig14")
-def fig14(inputs: dict[str, Path], title: str) -> plt.Figure:
-    return _sample_columns(inputs, title, MODEL_NAMES)
+for _name in ("fig8", "fig12", "fig13", "fig14"):
+    FIGURES[_name] = _columns_figure
 
 
 @figure("fig9")

@@ -1,0 +1,33 @@
+"""Figures compose what the pipeline produced; missing or wrong inputs fail with one line and no file."""
+
+import numpy as np
+from PIL import Image
+
+from nfd.cli import main
+
+
+def _npz(path, shape):
+    np.savez(path, features=np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32))
+    return path
+
+
+def test_sample_columns_and_superresolution(tmp_path):
+    a = _npz(tmp_path / "a.npz", (4, 8, 8, 1))
+    b = _npz(tmp_path / "b.npz", (4, 32, 32, 1))
+    out = tmp_path / "fig8.png"
+    assert main(["figure", "fig8", "--out", str(out), "--label", "t", "--input", f"mnist={a}",
+                 "--input", f"mnist_setdisc={a}"]) == 0
+    assert Image.open(out).size[0] > Image.open(out).size[1]  # columns side by side
+    assert main(["figure", "fig7", "--out", str(tmp_path / "fig7.png"), "--input", f"low={a}",
+                 "--input", f"high={b}"]) == 0
+
+
+def test_bad_inputs(tmp_path, capsys):
+    out = tmp_path / "fig9.png"
+    assert main(["figure", "fig9", "--out", str(out), "--input", f"renders={tmp_path / 'none'}"]) == 2
+    assert "not found" in capsys.readouterr().err
+    vol = _npz(tmp_path / "v.npz", (2, 4, 4, 4, 1))
+    assert main(["figure", "fig14", "--out", str(out), "--input", f"mnist={vol}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "expected 2D samples" in err and len(err.splitlines()) == 1
+    assert not out.exists()
