@@ -35,6 +35,25 @@ def write_h5(path: Path, features_u8: np.ndarray, grid_shape: tuple[int, ...], l
     return path
 
 
+def write_contract_h5(path: Path, data: np.ndarray, labels: np.ndarray | None, splits: dict[str, np.ndarray]) -> Path:
+    """A processed data file exactly as docs/contracts.md describes it (data/volumes ``[E, *grid, k]`` in [-1, 1])."""
+    grid = data.shape[1:-1]
+    e, k = data.shape[0], data.shape[-1]
+    n = int(np.prod(grid))
+    u8 = np.clip(np.rint((data + 1.0) / 2.0 * 255.0), 0, 255).astype(np.uint8).reshape(e, n, k)
+    with h5py.File(path, "w") as f:
+        f.create_dataset("coords", data=grid_coords(grid[0], len(grid)).numpy())
+        f.create_dataset("features", data=u8, chunks=(1, n, k))
+        if labels is not None:
+            f.create_dataset("labels", data=np.asarray(labels, dtype=np.int64))
+        for name, idx in splits.items():
+            f.create_dataset(f"splits/{name}", data=np.asarray(idx, dtype=np.int64))
+        f.attrs.update({"format": "nfd-pointcloud", "format_version": 1, "nfd_version": "test", "dataset": "synthetic",
+                        "source": "tests", "source_sha256": "", "resolution": grid[0], "grid_shape": list(grid),
+                        "coord_dim": len(grid), "feature_dim": k, "split_seed": 0})
+    return path
+
+
 @pytest.fixture
 def images_h5(tmp_path: Path) -> Path:
     """40 8x8 grey images: bright discs of random centre and radius on black (an easy set)."""

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 import torch
 
 from nfd.errors import NfdError
-from nfd.grid import grid_coords
 from nfd.metrics.classifier_fd import (
     LABEL,
     classifier_metrics,
@@ -20,25 +18,7 @@ from nfd.metrics.classifier_fd import (
     train_classifier,
 )
 from nfd.metrics.registry import evaluate
-
-
-def write_contract_h5(path: Path, images: np.ndarray, labels: np.ndarray | None, splits: dict[str, np.ndarray]) -> Path:
-    """A processed data file exactly as docs/contracts.md describes it (images/volumes ``[E, *grid, k]`` in [-1, 1])."""
-    grid = images.shape[1:-1]
-    e, k = images.shape[0], images.shape[-1]
-    n = int(np.prod(grid))
-    u8 = np.clip(np.rint((images + 1.0) / 2.0 * 255.0), 0, 255).astype(np.uint8).reshape(e, n, k)
-    with h5py.File(path, "w") as f:
-        f.create_dataset("coords", data=grid_coords(grid[0], len(grid)).numpy())
-        f.create_dataset("features", data=u8, chunks=(1, n, k))
-        if labels is not None:
-            f.create_dataset("labels", data=np.asarray(labels, dtype=np.int64))
-        for name, idx in splits.items():
-            f.create_dataset(f"splits/{name}", data=np.asarray(idx, dtype=np.int64))
-        f.attrs.update({"format": "nfd-pointcloud", "format_version": 1, "nfd_version": "test", "dataset": "synthetic",
-                        "source": "tests", "source_sha256": "", "resolution": grid[0], "grid_shape": list(grid),
-                        "coord_dim": len(grid), "feature_dim": k, "split_seed": 0})
-    return path
+from tests.conftest import write_contract_h5
 
 
 def synthetic_digits(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
