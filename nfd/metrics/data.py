@@ -11,10 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
+from nfd.data.h5format import open_checked
 from nfd.errors import NfdError
 
-FORMAT = "nfd-pointcloud"
-FORMAT_VERSION = 1
 SPLITS = ("train", "val", "test")
 
 
@@ -39,27 +38,10 @@ def _require_file(path: str | Path, what: str) -> Path:
     return path
 
 
-def _open(path: Path):
-    import h5py
-
-    try:
-        return h5py.File(path, "r")
-    except OSError as e:
-        raise NfdError(f"{path}: not a readable HDF5 file ({e})") from e
-
-
 def h5_info(path: str | Path) -> H5Info:
     """Check the format of a processed HDF5 file and return its attributes."""
     path = _require_file(path, "data file")
-    with _open(path) as f:
-        fmt = f.attrs.get("format")
-        if isinstance(fmt, bytes):
-            fmt = fmt.decode()
-        if fmt != FORMAT:
-            raise NfdError(f"{path}: attribute 'format' is {fmt!r}, expected {FORMAT!r}")
-        version = f.attrs.get("format_version")
-        if version is None or int(version) != FORMAT_VERSION:
-            raise NfdError(f"{path}: attribute 'format_version' is {version!r}, expected {FORMAT_VERSION}")
+    with open_checked(path) as f:  # the data package's format and version checks
         for key in ("grid_shape", "coord_dim", "feature_dim"):
             if key not in f.attrs:
                 raise NfdError(f"{path}: missing attribute {key!r}")
@@ -87,7 +69,7 @@ def h5_info(path: str | Path) -> H5Info:
 def split_indices(path: str | Path, split: str) -> np.ndarray:
     """Example indices of ``split`` ("train", "val", "test", or "all")."""
     path = _require_file(path, "data file")
-    with _open(path) as f:
+    with open_checked(path) as f:
         if split == "all":
             return np.arange(f["features"].shape[0], dtype=np.int64)
         if "splits" not in f or split not in f["splits"]:
@@ -107,7 +89,7 @@ def read_examples(path: str | Path, indices: np.ndarray, labels: bool = False):
         raise NfdError(f"{info.path}: example index out of range [0, {info.num_examples})")
     order = np.argsort(indices, kind="stable")
     uniq, inverse = np.unique(indices[order], return_inverse=True)
-    with _open(info.path) as f:
+    with open_checked(info.path) as f:
         raw = f["features"][uniq] if uniq.size else np.zeros((0, *f["features"].shape[1:]), np.uint8)
         lab = None
         if labels:
