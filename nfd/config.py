@@ -111,6 +111,9 @@ class TrainConfig:
     """Write a checkpoint every this many steps (and always at the end)."""
     sample_every: int = 500
     """Save a grid of samples from fixed latents every this many steps."""
+    keep_every: int = 0
+    """Also keep the generator alone (weights and config, no optimiser state) every this many steps as
+    snapshots/step_NNNNNNN.pt, for quality-over-training curves (`nfd evaluate progress`); 0 keeps none."""
     num_fixed_samples: int = 16
     """Number of fixed latents in the periodic sample grids."""
     seed: int = 0
@@ -144,6 +147,7 @@ def _preset_mnist() -> Config:
     c.generator.encoding = EncodingConfig(num_frequencies=128, scale=1.0)
     c.discriminator.channels = [64, 128, 256]
     c.train.batch_size, c.train.epochs = 128, 150
+    c.train.keep_every = 10000
     return c
 
 
@@ -169,6 +173,7 @@ def _preset_shapenet_chairs() -> Config:
     c.discriminator.channels = [64, 128, 256]
     c.train.batch_size, c.train.epochs, c.train.num_points = 24, 200, 4096
     c.train.lr_g, c.train.lr_d = 2e-5, 8e-5
+    c.train.keep_every = 5000
     return c
 
 
@@ -178,7 +183,7 @@ def _preset_demo_mnist() -> Config:
     c.name = "demo_mnist"
     c.discriminator.channels = [32, 64, 128]
     c.train.batch_size, c.train.steps, c.train.num_points = 32, 1000, 0
-    c.train.checkpoint_every, c.train.sample_every = 250, 250
+    c.train.checkpoint_every, c.train.sample_every, c.train.keep_every = 250, 250, 250
     return c
 
 
@@ -193,7 +198,7 @@ def _preset_demo_chairs() -> Config:
     c.discriminator.channels = [32, 64, 128]
     c.train.batch_size, c.train.steps, c.train.num_points = 16, 1500, 2048
     c.train.lr_g, c.train.lr_d = 4e-5, 1e-4
-    c.train.checkpoint_every, c.train.sample_every = 250, 250
+    c.train.checkpoint_every, c.train.sample_every, c.train.keep_every = 250, 250, 500
     return c
 
 
@@ -208,6 +213,7 @@ def _preset_tiny() -> Config:
     c.discriminator.set_num_frequencies = 8
     c.train.batch_size, c.train.steps, c.train.num_points = 8, 10, 256
     c.train.checkpoint_every, c.train.sample_every, c.train.num_fixed_samples = 5, 5, 4
+    c.train.keep_every = 2
     return c
 
 

@@ -29,12 +29,13 @@ class MetricsLog:
         self._f.flush()
 
     def write(self, row: dict[str, Any]) -> None:
-        self._f.write("\t".join(_fmt(row.get(c, "")) for c in self.columns) + "\n")
+        self._f.write("\t".join(format_value(row.get(c, "")) for c in self.columns) + "\n")
         self._f.flush()
 
     def close(self) -> None:
         self._f.close()
 
 
-def _fmt(v: Any) -> str:
+def format_value(v: Any) -> str:
+    """Floats to 6 significant digits, everything else as str."""
     return f"{v:.6g}" if isinstance(v, float) else str(v)

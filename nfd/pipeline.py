@@ -33,6 +33,7 @@ class Stage:
     plots: list[str] = field(default_factory=list)
     metrics: list[str] = field(default_factory=list)
     params: list[str] = field(default_factory=list)
+    plot_y: list[str] = field(default_factory=list)
     gpu: bool = False
 
     @property
@@ -102,8 +103,8 @@ class Plan:
         return self._index[key]
 
     def targets(self) -> list[str]:
-        """The final outputs: every figure and table of the preset."""
-        return [o for s in self.stages if s.rule in ("figure", "table") for o in s.outs]
+        """The final outputs: every figure and table of the preset, and the quality-over-training curves."""
+        return [o for s in self.stages if s.rule in ("figure", "table", "progress") for o in s.outs]
 
     # -- stage builders ------------------------------------------------------------------------------------------
     def dataset(self, name: str) -> str:
@@ -156,8 +157,10 @@ class Plan:
             cmd += ["--steps", str(spec["steps"])]
         for s in spec.get("set", []):
             cmd += ["--set", s]
-        self._add(Stage("train", {"exp": exp}, cmd, [data], [f"{run}/model.pt", f"{run}/metrics.tsv"],
-                        plots=[f"{run}/metrics.tsv"], params=[f"presets.{self.preset}.experiments.{exp}"], gpu=True))
+        y = ["loss"] if "train.model=autodecoder" in cmd else ["loss_d", "loss_g", "r1"]
+        self._add(Stage("train", {"exp": exp}, cmd, [data],
+                        [f"{run}/model.pt", f"{run}/metrics.tsv", f"{run}/snapshots"], plots=[f"{run}/metrics.tsv"],
+                        params=[f"presets.{self.preset}.experiments.{exp}"], plot_y=y, gpu=True))
         return f"{run}/model.pt"
 
     def samples(self, exp: str, res: int, num: int, seed: int) -> str:
@@ -190,6 +193,43 @@ class Plan:
                         params=[f"presets.{self.preset}.fit_image"]))
         return out
 
+    def classifier(self, dataset: str) -> str:
+        data = self.dataset(dataset)
+        clf = f"results/eval/{dataset}_classifier.pt"
+        self._add(Stage("classifier", {"dataset": dataset},
+                        ["nfd", "evaluate", "train-classifier", "--data", data, "--out", clf,
+                         "--epochs", str(self.p["classifier_epochs"])], [data], [clf]))
+        return clf
+
+    def progress(self, exp: str) -> str:
+        """Sample quality at every snapshot of a run (item 5 of the evaluation issue), a DVC plot."""
+        spec = self.p["experiments"].get(exp)
+        if spec is None:
+            raise NfdError(f"params: preset '{self.preset}' lists progress of '{exp}', which is not an experiment")
+        ev = self.p["eval"]
+        model = self.model(exp)
+        data = self.dataset(spec["data"])
+        run = f"results/runs/{exp}"
+        out = f"results/eval/{exp}_progress.tsv"
+        cmd = ["nfd", "evaluate", "progress", "--run", run, "--data", data, "--out", out]
+        deps = [model, f"{run}/snapshots", data]
+        kind = self.p["datasets"][spec["data"]]["kind"]
+        if kind == "mnist":
+            clf = self.classifier(spec["data"])
+            cmd += ["--classifier", clf, "--num-samples", str(ev["num_samples"])]
+            deps.append(clf)
+            y = ["classifier_fd"]
+        elif kind in ("synth_chairs", "shapenet"):
+            n = ev["num_reference"] or ev["num_samples"]
+            cmd += ["--num-samples", str(n), "--points", str(ev["shape_points"])]
+            if ev["num_reference"]:
+                cmd += ["--num-ref", str(ev["num_reference"])]
+            y = ["cov", "mmd", "1nna"]
+        else:
+            raise NfdError(f"params: progress is scored for MNIST and 3D chairs, not '{exp}' ({kind} data)")
+        self._add(Stage("progress", {"exp": exp}, cmd, deps, [out], plots=[out], plot_y=y))
+        return out
+
     def evaluation(self, exp: str) -> str:
         spec = self.p["experiments"][exp]
         ev = self.p["eval"]
@@ -197,10 +237,7 @@ class Plan:
         out = f"results/eval/{exp}.json"
         kind = self.p["datasets"][spec["data"]]["kind"]
         if kind == "mnist":
-            clf = f"results/eval/{spec['data']}_classifier.pt"
-            self._add(Stage("classifier", {"dataset": spec["data"]},
-                            ["nfd", "evaluate", "train-classifier", "--data", data, "--out", clf,
-                             "--epochs", str(self.p["classifier_epochs"])], [data], [clf]))
+            clf = self.classifier(spec["data"])
             npz = self.samples(exp, 28, ev["num_samples"], 1)
             cmd = ["nfd", "evaluate", "mnist", "--samples", npz, "--data", data, "--classifier", clf, "--out", out]
             deps = [npz, data, clf]
@@ -269,6 +306,8 @@ class Plan:
                 t2 = self.p["table_t2"]
                 cmd += ["--max-points", str(t2["max_points"]), "--repeats", str(t2["repeats"])]
             self._add(Stage("table", {"table": table}, cmd, deps, out))
+        for exp in self.p.get("progress", []):
+            self.progress(exp)
 
     # -- DVC -----------------------------------------------------------------------------------------------------
     def dvc_yaml(self) -> dict[str, Any]:
@@ -283,8 +322,8 @@ class Plan:
             entry["outs"] = [o for o in st.outs if o not in st.plots and o not in st.metrics]
             if st.plots:
                 entry["plots"] = list(st.plots)
-                y = ["loss"] if "train.model=autodecoder" in st.cmd else ["loss_d", "loss_g", "r1"]
-                plots += [{f"training losses: {st.wildcards['exp']}": {"x": "step", "y": {p: y}}} for p in st.plots]
+                what = {"train": "training losses", "progress": "sample quality over training"}[st.rule]
+                plots += [{f"{what}: {st.wildcards['exp']}": {"x": "step", "y": {p: st.plot_y}}} for p in st.plots]
             if st.metrics:
                 entry["metrics"] = list(st.metrics)
             stages[st.name] = entry

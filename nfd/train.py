@@ -212,6 +212,18 @@ class Trainer:
             "rng": {"torch": torch.get_rng_state()},
         }
 
+    @property
+    def snapshot_dir(self) -> Path:
+        return self.out / "snapshots"
+
+    def save_snapshot(self) -> Path:
+        """The generator alone at this step (what sampling needs), for `nfd evaluate progress`."""
+        state = self.state()
+        keep = ("config", "model", "step", "coord_dim", "feature_dim", "grid_shape", "num_examples", "data", "G")
+        path = self.snapshot_dir / f"step_{self.step:07d}.pt"
+        ckpt.save(path, {k: state[k] for k in keep})
+        return path
+
     def save(self, path: Path | None = None) -> Path:
         path = path or self.last_path
         ckpt.save(path, self.state())
@@ -239,6 +251,7 @@ class Trainer:
         """Train to ``total_steps``; returns the final checkpoint ``out/model.pt``."""
         self.out.mkdir(parents=True, exist_ok=True)
         save_yaml(self.cfg, self.out / "config.yaml")
+        self.snapshot_dir.mkdir(exist_ok=True)
         if resume and self.last_path.is_file():
             self.restore(self.last_path)
         elif resume:
@@ -267,6 +280,8 @@ class Trainer:
                 bar.set_postfix({k: f"{v:.3f}" for k, v in metrics.items() if k in ("loss_d", "loss_g", "loss")})
                 if self.step % tc.sample_every == 0 or self.step == self.total_steps:
                     self.preview()
+                if tc.keep_every > 0 and self.step % tc.keep_every == 0:
+                    self.save_snapshot()
                 if self.step % tc.checkpoint_every == 0 and self.step < self.total_steps:
                     self.save()
         finally:
@@ -313,7 +328,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train an NFD (or a baseline) on a processed HDF5 data set",
                        description="Train a neural function distribution against a point-cloud discriminator "
                                    "(or the auto-decoder / set-discriminator baselines). Writes OUT/config.yaml, "
-                                   "OUT/metrics.tsv, OUT/samples/*.png, OUT/checkpoints/last.pt and OUT/model.pt.",
+                                   "OUT/metrics.tsv, OUT/samples/*.png, OUT/checkpoints/last.pt, OUT/snapshots/ "
+                                   "(generator-only snapshots every train.keep_every steps) and OUT/model.pt.",
                        epilog=_config_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", required=True, help=f"named preset: {', '.join(PRESETS)}")
     p.add_argument("--data", required=True, help="processed HDF5 file (nfd data prepare ...)")

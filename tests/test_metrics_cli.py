@@ -186,3 +186,44 @@ def test_fid_not_computed_record_and_strict(cli, mnist_h5, tmp_path, monkeypatch
     vol = write_samples(tmp_path / "vol.npz", balls([0.5]))
     code, _, err = cli("evaluate", "fid", "--samples", vol, "--data", mnist_h5, "--out", out)
     assert code == 2 and "FID needs 2D images" in err
+
+
+def test_progress_scores_every_snapshot_like_evaluate_mnist(cli, mnist_h5, tmp_path, monkeypatch) -> None:
+    """One row per kept snapshot; the last row equals `nfd evaluate mnist` on `nfd sample` of model.pt (seed 1)."""
+    monkeypatch.setattr(nfd.cli, "VERB_MODULES", ["nfd.metrics.cli", "nfd.train", "nfd.sample"])
+    run = tmp_path / "run"
+    code, _, _ = cli("train", "--preset", "tiny", "--data", mnist_h5, "--out", run, "--steps", "5", "--quiet",
+                     "--set", "train.keep_every=2")
+    assert code == 0
+    assert sorted(p.name for p in (run / "snapshots").iterdir()) == ["step_0000002.pt", "step_0000004.pt"]
+    clf = tmp_path / "clf.pt"
+    assert cli("evaluate", "train-classifier", "--data", mnist_h5, "--out", clf, "--epochs", "1")[0] == 0
+    tsv, jsonl = tmp_path / "progress.tsv", tmp_path / "progress.jsonl"
+    code, out, _ = cli("evaluate", "progress", "--run", run, "--data", mnist_h5, "--classifier", clf,
+                       "--num-samples", "20", "--out", tsv, "--jsonl", jsonl)
+    assert code == 0, out
+    lines = tsv.read_text().splitlines()
+    assert lines[0].split("\t") == ["step", "classifier_fd", "confident_share", "class_entropy", "seconds"]
+    rows = [dict(zip(lines[0].split("\t"), line.split("\t"))) for line in lines[1:]]
+    assert [int(r["step"]) for r in rows] == [2, 4, 5]          # snapshots, then the final model (step 5)
+    records = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert [r["context"]["step"] for r in records] == [2, 4, 5]
+
+    npz = tmp_path / "s.npz"
+    assert cli("sample", "--checkpoint", run / "model.pt", "--num", "20", "--resolution", "28", "--seed", "1",
+               "--out", npz)[0] == 0
+    assert cli("evaluate", "mnist", "--samples", npz, "--data", mnist_h5, "--classifier", clf,
+               "--out", tmp_path / "m.json")[0] == 0
+    direct = json.loads((tmp_path / "m.json").read_text())["results"]["classifier_fd"]
+    assert float(rows[-1]["classifier_fd"]) == pytest.approx(direct, rel=1e-4)
+
+
+def test_progress_errors_write_nothing(cli, mnist_h5, chairs_h5, tmp_path) -> None:
+    out = tmp_path / "p.tsv"
+    empty = tmp_path / "empty_run"
+    empty.mkdir()
+    code, _, err = cli("evaluate", "progress", "--run", empty, "--data", chairs_h5, "--out", out)
+    assert code == 2 and "no snapshots" in err and err.count("\n") == 1
+    code, _, err = cli("evaluate", "progress", "--run", empty, "--data", mnist_h5, "--out", out)
+    assert code == 2 and "--classifier" in err
+    assert not out.exists()

@@ -108,3 +108,24 @@ def test_cli_bad_inputs(images_h5, voxels_h5, tmp_path, capsys):
                  "--resume", "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert "another model/data" in err and len(err.splitlines()) == 1
+
+
+def test_snapshots_hold_the_generator_of_their_step(tmp_path) -> None:
+    """A snapshot at step 4 of a 6-step run == the generator of a 4-step run (same seed); no optimiser state."""
+    from nfd.config import preset
+    from tests.conftest import write_h5
+
+    rng = np.random.default_rng(0)
+    h5 = write_h5(tmp_path / "d.h5", (rng.random((12, 8, 8, 1)) > 0.5).astype(np.uint8) * 255, (8, 8))
+    runs = {}
+    for steps in (4, 6):
+        cfg = preset("tiny")
+        cfg.train.steps, cfg.train.keep_every, cfg.train.batch_size = steps, 4, 4
+        Trainer(cfg, h5, tmp_path / f"r{steps}").fit(progress=False)
+        runs[steps] = tmp_path / f"r{steps}"
+    assert [p.name for p in sorted((runs[6] / "snapshots").iterdir())] == ["step_0000004.pt"]
+    snap = ckpt.load(runs[6] / "snapshots" / "step_0000004.pt")
+    full = ckpt.load(runs[4] / "model.pt")
+    assert snap["step"] == 4 and "opt_g" not in snap and "D" not in snap
+    assert snap["G"].keys() == full["G"].keys()
+    assert all(torch.equal(snap["G"][k], full["G"][k]) for k in full["G"])

@@ -154,6 +154,36 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_output(f)
     f.set_defaults(func=cmd_fid)
 
+    g = vs.add_parser(
+        "progress",
+        help="sample quality at every snapshot of a training run (a TSV that 'dvc plots' draws)",
+        description=(
+            "For every generator snapshot of a run (RUN/snapshots/step_*.pt, written every train.keep_every steps) and "
+            "its final RUN/model.pt, sample --num-samples functions (seed --seed) at the data resolution and score them "
+            "with the metric of the data: the MNIST classifier metrics for 28 x 28 grey images (needs --classifier), "
+            "COV/MMD/1-NNA for 3D occupancy. Writes one TSV row per snapshot (x: step) and, with --jsonl, one JSON "
+            "line per evaluation."
+        ),
+        formatter_class=_formatter,
+    )
+    g.add_argument("--run", required=True, type=Path, metavar="DIR", help="training run folder (nfd train --out)")
+    g.add_argument("--data", required=True, type=Path, metavar="FILE.h5", help="the processed data set of the run")
+    g.add_argument("--classifier", type=Path, default=None, metavar="FILE.pt", help="MNIST only: the classifier")
+    g.add_argument("--num-samples", type=_positive, default=500, metavar="N", help="samples per snapshot")
+    g.add_argument("--ref-split", choices=SPLIT_CHOICES, default="test", help="split of the real references")
+    g.add_argument(
+        "--num-ref", type=_non_negative, default=0, metavar="N",
+        help="3D only: N references drawn (seeded) from the split; 0 = the whole split",
+    )
+    g.add_argument("--points", type=_positive, default=2048, help="3D only: points sampled on each surface")
+    g.add_argument("--seed", type=int, default=1, help="latent seed of the samples (the same at every snapshot)")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (sampling)")
+    g.add_argument("--out", required=True, type=Path, metavar="FILE.tsv", help="the TSV to write (atomically)")
+    g.add_argument(
+        "--jsonl", type=Path, default=None, metavar="FILE", help="also append every evaluation as one JSON line here"
+    )
+    g.set_defaults(func=cmd_progress)
+
 
 # ---------------------------------------------------------------------------------------------------------------------
 
@@ -190,104 +220,42 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
 
 
 def cmd_mnist(args: argparse.Namespace) -> int:
-    from nfd.metrics.classifier_fd import IMAGE_SHAPE, load_classifier, load_mnist_split
-    from nfd.metrics.data import h5_info, load_samples
-    from nfd.metrics.registry import evaluate
+    from nfd.metrics.data import load_samples
+    from nfd.metrics.scoring import check_mnist_samples, score_mnist
 
     samples = load_samples(args.samples)
-    info = h5_info(args.data)
-    if samples.coord_dim != 2 or samples.feature_dim != 1:
-        raise NfdError(
-            f"{args.samples}: MNIST samples must be 2D grey images [num, 28, 28, 1], got {list(samples.features.shape)}"
-        )
-    if samples.resolution != IMAGE_SHAPE[0]:
-        raise NfdError(
-            f"{args.samples}: resolution {samples.resolution}, but the classifier takes 28 x 28 images only (no "
-            f"resizing); sample with 'nfd sample --resolution 28'"
-        )
-    if info.grid_shape != IMAGE_SHAPE or info.feature_dim != 1:
-        raise NfdError(f"{args.data}: not 28 x 28 grey images (grid_shape {list(info.grid_shape)}, feature_dim "
-                       f"{info.feature_dim})")
-    clf, meta = load_classifier(args.classifier)
-    reference, _ = load_mnist_split(args.data, args.ref_split)
-    baseline = None
-    if args.ref_split not in ("train", "all") and info.splits.get("train"):
-        baseline, _ = load_mnist_split(args.data, "train")
-    record = evaluate(
-        "classifier_fd",
-        context={
-            "samples": str(args.samples),
-            "data": str(args.data),
-            "ref_split": args.ref_split,
-            "classifier": str(args.classifier),
-            "classifier_test_accuracy": meta.get("test_accuracy"),
-            "classifier_data_sha256": meta.get("data_sha256"),
-            "baseline": "classifier FD between as many train images as samples and the reference (real-data floor)"
-            if baseline is not None else None,
-        },
-        samples=samples.features,
-        reference=reference,
-        clf=clf,
-        baseline=baseline,
-    )
+    check_mnist_samples(samples.features, args.samples)
+    record = score_mnist(samples.features, args.data, args.classifier, args.ref_split,
+                         context={"samples": str(args.samples)})
     _write(args, record)
     print(_summary(record))
     return 0
 
 
 def cmd_shapes(args: argparse.Namespace) -> int:
-    from nfd.metrics.data import h5_info, load_samples, read_examples, split_indices
-    from nfd.metrics.registry import evaluate
-    from nfd.metrics.shapes3d import volumes_point_sets
+    from nfd.metrics.data import load_samples
+    from nfd.metrics.scoring import check_shape_samples, score_shapes
 
     samples = load_samples(args.samples)
-    info = h5_info(args.data)
-    if info.coord_dim != 3 or info.feature_dim != 1:
-        raise NfdError(f"{args.data}: shape metrics need 3D occupancy data (coord_dim 3, feature_dim 1), got "
-                       f"coord_dim {info.coord_dim}, feature_dim {info.feature_dim}")
-    if samples.coord_dim != 3 or samples.feature_dim != 1:
-        raise NfdError(f"{args.samples}: shape metrics need 3D occupancy samples [num, R, R, R, 1], got "
-                       f"{list(samples.features.shape)} (data {args.data} is 3D)")
-    idx = split_indices(args.data, args.ref_split)
-    if args.num_ref:
-        if args.num_ref > len(idx):
-            raise NfdError(f"{args.data}: --num-ref {args.num_ref} but split {args.ref_split!r} has {len(idx)} shapes")
-        idx = np.sort(np.random.default_rng(args.seed).choice(idx, size=args.num_ref, replace=False))
+    check_shape_samples(samples.features, args.samples, args.data)
     vols = samples.features[..., 0]
     if args.num_samples:
         if args.num_samples > len(vols):
             raise NfdError(f"{args.samples}: --num-samples {args.num_samples} but the file has {len(vols)} samples")
         vols = vols[: args.num_samples]
-    print(f"shapes: meshing {len(vols)} samples ({samples.resolution}^3) and {len(idx)} references "
-          f"({'x'.join(map(str, info.grid_shape))}), {args.points} points each", file=sys.stderr)
-    sample_sets = volumes_point_sets(vols, args.points, seed=args.seed, role=0)
-    ref_sets = []
-    for start in range(0, len(idx), 256):  # read references in chunks to bound memory
-        chunk = read_examples(args.data, idx[start : start + 256])[..., 0]
-        ref_sets += volumes_point_sets(chunk, args.points, seed=args.seed, role=1, offset=start)
-    if all(r is None for r in ref_sets):
-        raise NfdError(f"{args.data}: no reference shape of split {args.ref_split!r} has a surface at level 0")
-    print(f"shapes: {sum(s is None for s in sample_sets)} of {len(sample_sets)} samples have no surface; computing "
-          f"{len(sample_sets) + len(ref_sets)}^2 Chamfer distances", file=sys.stderr)
-    record = evaluate(
-        "shapes3d",
-        context={
-            "samples": str(args.samples),
-            "data": str(args.data),
-            "ref_split": args.ref_split,
-            "ref_indices": [int(i) for i in idx],
-            "sample_resolution": samples.resolution,
-            "data_grid_shape": list(info.grid_shape),
-            "points": args.points,
-            "seed": args.seed,
-            "surface_level": 0.0,
-        },
-        samples=sample_sets,
-        references=ref_sets,
-        workers=args.workers,
-    )
+    record = score_shapes(vols, args.data, args.ref_split, args.num_ref, args.points, args.seed, args.workers,
+                          context={"samples": str(args.samples)})
     _write(args, record)
     print(_summary(record))
+    return 0
+
+
+def cmd_progress(args: argparse.Namespace) -> int:
+    from nfd.metrics.progress import evaluate_progress
+
+    evaluate_progress(args.run, args.data, args.out, classifier=args.classifier, num_samples=args.num_samples,
+                      ref_split=args.ref_split, num_ref=args.num_ref, points=args.points, seed=args.seed,
+                      jsonl=args.jsonl, device=args.device)
     return 0
 
 

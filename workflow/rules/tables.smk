@@ -28,6 +28,21 @@ rule evaluate:
         "{params.cmd} > {log} 2>&1"
 
 
+rule progress:
+    input:
+        deps("progress"),
+    output:
+        report("results/eval/{exp}_progress.tsv", caption="../report/progress.rst", category="Evaluation"),
+    log:
+        "logs/progress/{exp}.log",
+    benchmark:
+        "logs/benchmarks/progress/{exp}.tsv"
+    params:
+        cmd=cmd("progress"),
+    shell:
+        "{params.cmd} > {log} 2>&1"
+
+
 rule table:
     input:
         deps("table"),

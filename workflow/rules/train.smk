@@ -4,6 +4,7 @@ rule train:
     output:
         model="results/runs/{exp}/model.pt",
         metrics="results/runs/{exp}/metrics.tsv",
+        snapshots=directory("results/runs/{exp}/snapshots"),
     log:
         "logs/train/{exp}.log",
     benchmark:
