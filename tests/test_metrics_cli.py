@@ -66,7 +66,7 @@ def chairs_h5(tmp_path_factory) -> Path:
                              {"train": np.arange(0, 12), "val": np.arange(12, 14), "test": np.arange(14, 20)})
 
 
-@pytest.mark.parametrize("verb", ["train-classifier", "mnist", "shapes", "fid"])
+@pytest.mark.parametrize("verb", ["train-classifier", "mnist", "shapes", "fid", "progress"])
 def test_help(cli, verb) -> None:
     with pytest.raises(SystemExit) as e:
         cli("evaluate", verb, "--help")
