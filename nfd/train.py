@@ -12,7 +12,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from nfd import checkpoint as ckpt
+from nfd import distributed
 from nfd.config import Config, TrainConfig, describe, resolve, save_yaml, to_dict
 from nfd.errors import NfdError
 from nfd.losses import g_loss, r1_penalty
@@ -50,7 +51,8 @@ def gan_optimizers(G: torch.nn.Module, D: torch.nn.Module,
 
 def gan_step(G: torch.nn.Module, D: torch.nn.Module, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
              coords: torch.Tensor, real: torch.Tensor, cfg: TrainConfig | Config, generator: torch.Generator | None,
-             naive: bool = False, amp: bool = False) -> dict[str, float]:
+             naive: bool = False, amp: bool = False, shard: tuple[int, int] = (0, 1),
+             sync: Callable[[torch.nn.Module], None] | None = None) -> dict[str, float]:
     """The adversarial training step (Sec. 3.5), used by :class:`Trainer` and by ``nfd bench``.
 
     One D step (non-saturating loss with the R1 penalty on the real sets, a double backward), then one G step, all on
@@ -59,11 +61,17 @@ def gan_step(G: torch.nn.Module, D: torch.nn.Module, opt_g: torch.optim.Optimize
     halves are drawn from ``generator``. ``naive=True`` runs the same step through the reference implementations
     (the per-example generator loop, brute-force neighbours on every D call and the naive PointConv): same
     numbers, for benchmarks and tests. ``amp=True`` runs the forward passes under bf16 autocast (backward passes and
-    the R1 gradient outside it, as autocast wants). Returns the step's metrics as floats.
+    the R1 gradient outside it, as autocast wants). In data-parallel training ``shard = (rank, world)``: each half's
+    latents are this rank's share ``[rank::world]`` of the global batch's, and ``sync(module)`` averages a module's
+    gradients over the ranks before its optimiser step. Returns the step's metrics as floats.
     """
     tc = cfg.train if isinstance(cfg, Config) else cfg
     n = real.shape[0]
+    rank, world = shard
     plan = None if naive else D.plan(coords)
+
+    def latents() -> torch.Tensor:
+        return G.sample_latents(n * world, generator=generator, device=real.device)[rank::world]
 
     def autocast() -> contextlib.AbstractContextManager:
         return torch.autocast(real.device.type, dtype=torch.bfloat16) if amp else contextlib.nullcontext()
@@ -73,7 +81,7 @@ def gan_step(G: torch.nn.Module, D: torch.nn.Module, opt_g: torch.optim.Optimize
     with autocast():
         real_logits = D(coords, real, plan=plan, naive=naive)
         with torch.no_grad():
-            fake = G(G.sample_latents(n, generator=generator, device=real.device), coords, naive=naive)
+            fake = G(latents(), coords, naive=naive)
         fake_logits = D(coords, fake, plan=plan, naive=naive)
         loss_fake = F.softplus(fake_logits).mean()
     # d_loss = softplus(-real).mean() + softplus(fake).mean(): backpropagating the fake half now frees that pass's
@@ -86,12 +94,14 @@ def gan_step(G: torch.nn.Module, D: torch.nn.Module, opt_g: torch.optim.Optimize
         out = real_logits if tc.r1_on == "logit" else torch.sigmoid(real_logits)
         r1 = r1_penalty(out, real)
     (loss_real + tc.r1_weight * r1).backward()
+    if sync is not None:
+        sync(D)
     opt_d.step()
     opt_d.zero_grad(set_to_none=True)            # D's gradients are not needed again this step: free them
     loss_d = (loss_real + loss_fake).detach()
 
     with autocast():
-        fake = G(G.sample_latents(n, generator=generator, device=real.device), coords, naive=naive)
+        fake = G(latents(), coords, naive=naive)
     # The G step backpropagates through D, but only into G: D's parameter gradients would be discarded.
     d_flags = [p.requires_grad for p in D.parameters()]
     D.requires_grad_(False)
@@ -103,6 +113,8 @@ def gan_step(G: torch.nn.Module, D: torch.nn.Module, opt_g: torch.optim.Optimize
     finally:
         for p, flag in zip(D.parameters(), d_flags):
             p.requires_grad_(flag)
+    if sync is not None:
+        sync(G)
     opt_g.step()
     opt_g.zero_grad(set_to_none=True)            # G's gradients (the size of the hypernetwork) are free during D's step
     return {"loss_d": float(loss_d.detach()), "loss_g": float(loss_g.detach()), "r1": float(r1.detach()),
@@ -130,7 +142,7 @@ class Trainer:
         self.out = Path(out_dir)
         self.data_path = Path(data_path)
         tc = cfg.train
-        self.device = pick_device(device or tc.device)
+        self.world, self.device = distributed.init_from_env(pick_device(device or tc.device))
         if tc.threads > 0:
             torch.set_num_threads(tc.threads)
         torch.manual_seed(tc.seed)
@@ -143,6 +155,8 @@ class Trainer:
         n_total = self.all_coords.shape[0]
         self.num_points = tc.num_points if 0 < tc.num_points < n_total else 0
         self.batch_size = min(tc.batch_size, len(self.data))
+        if self.batch_size % self.world.size:
+            raise NfdError(f"batch size {self.batch_size} is not divisible by the {self.world.size} training processes")
         self.steps_per_epoch = max(1, len(self.data) // self.batch_size)
         self.total_steps = tc.steps if tc.steps > 0 else max(1, math.ceil(tc.epochs * self.steps_per_epoch))
 
@@ -160,17 +174,23 @@ class Trainer:
             self.opt_g = torch.optim.Adam([{"params": decoder_params, "lr": tc.lr_g},
                                            {"params": latent_params, "lr": tc.autodecoder_lr_latent}], betas=betas)
             self.opt_d = None
+        for module in (self.G, self.D):
+            if module is not None:
+                distributed.broadcast_module(module, self.world)
         fixed = step_generator(tc.seed, 0, stream=99)
         self.fixed_z = self.G.sample_latents(tc.num_fixed_samples, generator=fixed).to(self.device)
         self.step = 0
 
     # -- data -------------------------------------------------------------------------------------------------
     def batch(self, step: int) -> Batch:
-        """The examples and point subset of ``step``: a per-epoch permutation and a K-subset shared by the batch."""
+        """The examples and point subset of ``step``: a per-epoch permutation and a K-subset shared by the batch.
+
+        Every rank draws the global batch and keeps its share ``[rank::world]`` of the examples."""
         seed = self.cfg.train.seed
         epoch, pos = divmod(step, self.steps_per_epoch)
         perm = torch.randperm(len(self.data), generator=step_generator(seed, epoch, stream=1))
         index = perm[pos * self.batch_size:(pos + 1) * self.batch_size].sort().values
+        index = index[self.world.rank::self.world.size]
         point_idx = None
         if self.num_points:
             g = step_generator(seed, step, stream=2)
@@ -186,7 +206,11 @@ class Trainer:
         b = self.batch(step)
         g = step_generator(self.cfg.train.seed, step, stream=3, device=self.device)
         amp = self.cfg.train.amp and self.device.type == "cuda"
-        return gan_step(self.G, self.D, self.opt_g, self.opt_d, b.coords, b.features, self.cfg.train, g, amp=amp)
+        return gan_step(self.G, self.D, self.opt_g, self.opt_d, b.coords, b.features, self.cfg.train, g, amp=amp,
+                        shard=(self.world.rank, self.world.size), sync=self._sync)
+
+    def _sync(self, module: torch.nn.Module) -> None:
+        distributed.average_gradients(module, self.world)
 
     def autodecoder_step(self, step: int) -> dict[str, float]:
         """One joint step on the decoder and the batch's latents (App. B.1)."""
@@ -194,6 +218,7 @@ class Trainer:
         loss, parts = self.G.loss(b.index.to(self.device), b.coords, b.features)
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
+        self._sync(self.G)
         self.opt_g.step()
         return {"loss": loss.item(), **{k: float(v) for k, v in parts.items()}}
 
@@ -248,26 +273,34 @@ class Trainer:
         self.step = int(data["step"])
 
     def fit(self, resume: bool = False, progress: bool = True) -> Path:
-        """Train to ``total_steps``; returns the final checkpoint ``out/model.pt``."""
-        self.out.mkdir(parents=True, exist_ok=True)
-        save_yaml(self.cfg, self.out / "config.yaml")
-        self.snapshot_dir.mkdir(exist_ok=True)
+        """Train to ``total_steps``; returns the final checkpoint ``out/model.pt``.
+
+        In data-parallel training every rank runs this; only rank 0 writes files (config, metrics averaged over the
+        ranks, previews, snapshots, checkpoints), and the ranks' weights are checked to be equal at the end.
+        """
+        main = self.world.is_main
+        if main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            save_yaml(self.cfg, self.out / "config.yaml")
+            self.snapshot_dir.mkdir(exist_ok=True)
         if resume and self.last_path.is_file():
             self.restore(self.last_path)
-        elif resume:
+        elif resume and main:
             tqdm.write(f"nfd train: no checkpoint at {self.last_path}; starting from step 0")
         gan = self.cfg.train.model == "gan"
-        log = MetricsLog(self.out / "metrics.tsv", METRIC_COLUMNS if gan else AD_METRIC_COLUMNS, start_step=self.step)
+        log = MetricsLog(self.out / "metrics.tsv", METRIC_COLUMNS if gan else AD_METRIC_COLUMNS,
+                         start_step=self.step) if main else None
         tc = self.cfg.train
         self.G.train()
         if self.D is not None:
             self.D.train()
-        bar = tqdm(total=self.total_steps, initial=self.step, disable=not progress, desc=f"train {self.cfg.name}",
-                   dynamic_ncols=True)
+        bar = tqdm(total=self.total_steps, initial=self.step, disable=not (progress and main),
+                   desc=f"train {self.cfg.name}", dynamic_ncols=True)
         try:
             while self.step < self.total_steps:
                 t0 = time.perf_counter()
                 metrics = self.gan_step(self.step) if gan else self.autodecoder_step(self.step)
+                metrics = distributed.average_metrics(metrics, self.world, self.device)
                 bad = [k for k, v in metrics.items() if not math.isfinite(v)]
                 if bad:
                     last = self.last_path if self.last_path.is_file() else "none written yet"
@@ -275,9 +308,11 @@ class Trainer:
                                    f"({', '.join(f'{k}={metrics[k]}' for k in bad)}); last good checkpoint: {last}")
                 self.step += 1
                 metrics["step_time"] = time.perf_counter() - t0
-                log.write({"step": self.step, **metrics})
                 bar.update(1)
                 bar.set_postfix({k: f"{v:.3f}" for k, v in metrics.items() if k in ("loss_d", "loss_g", "loss")})
+                if not main:
+                    continue
+                log.write({"step": self.step, **metrics})
                 if self.step % tc.sample_every == 0 or self.step == self.total_steps:
                     self.preview()
                 if tc.keep_every > 0 and self.step % tc.keep_every == 0:
@@ -286,10 +321,17 @@ class Trainer:
                     self.save()
         finally:
             bar.close()
-            log.close()
-        self.save()
+            if log is not None:
+                log.close()
         final = self.out / "model.pt"
-        self.save(final)
+        if self.world.active:
+            drift = max(distributed.max_divergence(m, self.world) for m in (self.G, self.D) if m is not None)
+            if drift > 0:
+                raise NfdError(f"the {self.world.size} training processes hold different weights at step {self.step} "
+                               f"(largest difference {drift:.3g}); nothing saved")
+        if main:
+            self.save()
+            self.save(final)
         return final
 
     def preview(self) -> None:
@@ -311,8 +353,12 @@ def run_train(args: argparse.Namespace) -> int:
     if args.steps is not None:
         cfg.train.steps = args.steps
     trainer = Trainer(cfg, args.data, args.out, device=args.device)
-    final = trainer.fit(resume=args.resume, progress=not args.quiet)
-    print(f"nfd train: {trainer.step} steps done; checkpoint {final}")
+    try:
+        final = trainer.fit(resume=args.resume, progress=not args.quiet)
+    finally:
+        distributed.shutdown(trainer.world)
+    if trainer.world.is_main:
+        print(f"nfd train: {trainer.step} steps done; checkpoint {final}")
     return 0
 
 
@@ -329,7 +375,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Train a neural function distribution against a point-cloud discriminator "
                                    "(or the auto-decoder / set-discriminator baselines). Writes OUT/config.yaml, "
                                    "OUT/metrics.tsv, OUT/samples/*.png, OUT/checkpoints/last.pt, OUT/snapshots/ "
-                                   "(generator-only snapshots every train.keep_every steps) and OUT/model.pt.",
+                                   "(generator-only snapshots every train.keep_every steps) and OUT/model.pt. Data-parallel over "
+                                   "N GPUs (or N CPU processes): `torchrun --nproc_per_node=N -m nfd train ...`; the "
+                                   "batch is the global batch, split over the processes, and a run resumes with any N.",
                        epilog=_config_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", required=True, help=f"named preset: {', '.join(PRESETS)}")
     p.add_argument("--data", required=True, help="processed HDF5 file (nfd data prepare ...)")
