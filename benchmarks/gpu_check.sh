@@ -8,8 +8,7 @@
 # 3. The fast step with --amp (bf16 autocast), and with --compile (torch.compile of the generator; D stays eager
 #    because R1 needs a double backward) for mnist and shapenet_chairs.
 # 4. Sampling at scale on CUDA: 16 chairs at 128^3 and 256^3, 16 images at 1024^2 ($OUT/sample_*.json).
-# DDP is not part of this check: nfd/train.py has no DistributedDataParallel support yet, so there is no
-# `torchrun --nproc_per_node=2` run here.
+# 5. With two or more GPUs: a 2-process data-parallel tiny training (torchrun), then a 1-GPU resume of it.
 #
 # Every command has its own time limit and a failure does not stop the others; $OUT/summary.txt lists each command
 # with its exit status and time, and the script exits non-zero if any failed. Without CUDA it stops at once.
@@ -94,6 +93,17 @@ run 40 sample_chairs "${NFD[@]}" bench --preset shapenet_chairs --device cuda --
     --json "$OUT/sample_chairs.json"
 run 25 sample_images "${NFD[@]}" bench --preset celebahq64 --device cuda --sample --chunk-points 262144 \
     --json "$OUT/sample_images.json"
+
+# 5. data-parallel training over two GPUs, resumed on one
+if [ "$("$PYTHON" -c 'import torch; print(torch.cuda.device_count())')" -ge 2 ]; then
+    DDP_DIR="$OUT/ddp_run"
+    rm -rf "$DDP_DIR"
+    run 60 train_ddp2 "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node=2 -m nfd train --preset tiny \
+        --data "$DATA" --out "$DDP_DIR" --quiet --steps 10
+    run 45 train_ddp_resume1 "${NFD[@]}" train --preset tiny --data "$DATA" --out "$DDP_DIR" --quiet --steps 20 --resume
+else
+    echo "== train_ddp2: skipped (one GPU)" | tee -a "$SUMMARY"
+fi
 
 echo "gpu_check: $FAILED failed command(s), $(( $(date +%s) - START )) s in all; outputs in $OUT" | tee -a "$SUMMARY"
 [ "$FAILED" -eq 0 ]

