@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
@@ -67,13 +68,19 @@ def _tile(images: list[np.ndarray], cols: int | None = None, pad: int = 4) -> np
     return out
 
 
+def _suptitle(fig: plt.Figure, title: str, fontsize: int = 11) -> None:
+    """The figure title, wrapped to the figure's width: a one-column figure must not cut off the preset's name."""
+    chars = max(24, int(fig.get_figwidth() * 72 / (0.6 * fontsize)))
+    fig.suptitle(textwrap.fill(title, width=chars), fontsize=fontsize)
+
+
 def _panels(images: list[np.ndarray], names: list[str], title: str, width: float = 4.0) -> plt.Figure:
     fig, axes = plt.subplots(1, len(images), figsize=(width * len(images), width + 0.8), squeeze=False)
     for ax, im, name in zip(axes[0], images, names):
         ax.imshow(im, interpolation="nearest")
         ax.set_title(name, fontsize=11)
         ax.axis("off")
-    fig.suptitle(title, fontsize=11)
+    _suptitle(fig, title)
     fig.tight_layout()
     return fig
 
@@ -149,7 +156,7 @@ def fig9(inputs: dict[str, Path], title: str) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(10, 10 * tiles.shape[0] / tiles.shape[1] + 0.6))
     ax.imshow(tiles)
     ax.axis("off")
-    fig.suptitle(title, fontsize=11)
+    _suptitle(fig, title)
     fig.tight_layout()
     return fig
 

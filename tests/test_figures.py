@@ -31,3 +31,16 @@ def test_bad_inputs(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "expected 2D samples" in err and len(err.splitlines()) == 1
     assert not out.exists()
+
+
+def test_title_fits_a_one_column_figure(tmp_path):
+    """The preset's long label must stay inside the figure (it used to run off both sides of fig12/13/14)."""
+    from nfd.figures import FIGURES
+
+    label = "fig13: demo preset (CPU, minutes of training, not the paper results): MNIST 28^2 samples"
+    fig = FIGURES["fig13"]({"mnist_setdisc": _npz(tmp_path / "s.npz", (16, 28, 28, 1))}, label)
+    fig.canvas.draw()
+    box = fig._suptitle.get_window_extent()
+    width = fig.get_figwidth() * fig.dpi
+    assert 0 <= box.x0 and box.x1 <= width
+    assert fig._suptitle.get_text().replace("\n", " ") == label
