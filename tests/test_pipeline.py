@@ -139,6 +139,7 @@ def test_tiny_snakemake_run_to_fig9_then_dvc_repro_and_remote(tmp_path):
     assert "Running stage" not in again.stdout
     plots = _run([str(BIN / "dvc"), "plots", "show", "--json"], work)
     assert "loss_d" in plots.stdout
+    assert "classifier_fd" in plots.stdout and "1nna" in plots.stdout      # quality over training (progress)
 
     remote = tmp_path / "remote"
     _run([str(BIN / "dvc"), "remote", "add", "-d", "local", str(remote)], work)
