@@ -19,6 +19,10 @@ from nfd.errors import NfdError
 from nfd.io import atomic_path
 
 SCHEMA = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
+REPORT = "results/report.html"
+"""The HTML report (every figure, table and progress curve with its caption), built by ``snakemake --report``."""
+REPORT_CMD = f"snakemake --report {REPORT}"
+"""Snakemake builds the report in its own mode, not as a job; DVC runs the same command as its last stage."""
 
 
 @dataclass
@@ -327,13 +331,16 @@ class Plan:
             if st.metrics:
                 entry["metrics"] = list(st.metrics)
             stages[st.name] = entry
+        stages["report"] = {"cmd": REPORT_CMD, "deps": [*self.targets(), "workflow/report"], "params": ["preset"],
+                            "outs": [REPORT]}
         return {"stages": stages, "plots": plots}
 
 
 def run_dvc_yaml(args: argparse.Namespace) -> int:
     plan = Plan(load_params(args.params, args.preset))
     text = "# Written by `nfd pipeline dvc-yaml` from params.yaml (preset: %s); do not edit by hand.\n" % plan.preset
-    text += yaml.safe_dump(plan.dvc_yaml(), sort_keys=False, width=1000)
+    dvc = plan.dvc_yaml()
+    text += yaml.safe_dump(dvc, sort_keys=False, width=1000)
     out = Path(args.out)
     if args.check:
         if not out.is_file() or out.read_text() != text:
@@ -342,7 +349,7 @@ def run_dvc_yaml(args: argparse.Namespace) -> int:
         return 0
     with atomic_path(out) as tmp:
         tmp.write_text(text)
-    print(f"nfd pipeline: wrote {out} ({len(plan.stages)} stages, preset {plan.preset})")
+    print(f"nfd pipeline: wrote {out} ({len(dvc['stages'])} stages, preset {plan.preset})")
     return 0
 
 
