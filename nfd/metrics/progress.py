@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm import tqdm
 
 from nfd.errors import NfdError
@@ -39,8 +40,6 @@ def evaluate_progress(run: str | Path, data: str | Path, out: str | Path, classi
                       num_samples: int = 500, ref_split: str = "test", num_ref: int = 0, points: int = 2048,
                       seed: int = 1, jsonl: str | Path | None = None, device: str = "auto") -> list[dict[str, Any]]:
     """Score every snapshot of ``run`` and write ``out`` (TSV: step, the metric's columns, seconds); returns the rows."""
-    import numpy as np
-
     from nfd.metrics.classifier_fd import IMAGE_SHAPE
     from nfd.metrics.data import h5_info
     from nfd.metrics.registry import append_jsonl
@@ -59,17 +58,17 @@ def evaluate_progress(run: str | Path, data: str | Path, out: str | Path, classi
     else:
         raise NfdError(f"{data}: progress is scored for MNIST (28 x 28 grey) or 3D occupancy data, not grid "
                        f"{list(info.grid_shape)} x {info.feature_dim}")
-    todo: list[tuple[int | None, Path]] = list(snapshot_paths(run))
+    todo = [path for _, path in snapshot_paths(run)]
     final = run / "model.pt"
     if final.is_file():
-        todo.append((None, final))  # its step is read when it is loaded; skipped if a snapshot has that step
+        todo.append(final)  # its step is read when it is loaded; skipped if a snapshot has that step
     if not todo:
         raise NfdError(f"{run}: no snapshots (snapshots/step_*.pt) and no model.pt to evaluate")
     dev = pick_device(device)
     res = info.grid_shape[0]
     done: set[int] = set()
     rows: list[dict[str, Any]] = []
-    for _, path in tqdm(todo, desc=f"progress {run.name}", dynamic_ncols=True):
+    for path in tqdm(todo, desc=f"progress {run.name}", dynamic_ncols=True):
         G, meta = load_generator(path, device=str(dev))
         step = int(meta["step"])
         if step in done:
