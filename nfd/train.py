@@ -213,9 +213,8 @@ class Trainer:
         assert self.D is not None and self.opt_d is not None
         b = self.batch(step)
         g = step_generator(self.cfg.train.seed, step, stream=3, device=self.device)
-        amp = self.cfg.train.amp and self.device.type == "cuda"
-        return gan_step(self.G, self.D, self.opt_g, self.opt_d, b.coords, b.features, self.cfg.train, g, amp=amp,
-                        shard=(self.world.rank, self.world.size), sync=self._sync)
+        return gan_step(self.G, self.D, self.opt_g, self.opt_d, b.coords, b.features, self.cfg.train, g,
+                        amp=self.cfg.train.amp, shard=(self.world.rank, self.world.size), sync=self._sync)
 
     def _sync(self, module: torch.nn.Module) -> None:
         distributed.average_gradients(module, self.world)

@@ -66,6 +66,46 @@ def test_fast_and_naive_steps_agree(float64, case):
     assert moved > len(a) // 2  # the step really updated the models
 
 
+def test_bf16_autocast_step_tracks_float32():
+    """train.amp: the same step under bf16 autocast (CPU here) gives the float32 step's losses to bf16 precision
+    (about 3 significant digits) and updates the same parameters, all finite."""
+    cfg = resolve("tiny", None, ["train.r1_weight=10.0"])
+    shape = DataShape(2, 3, 12)
+    ref, amp = build_setup(cfg, shape, seed=5), build_setup(cfg, shape, seed=5)
+    before = _state(ref)
+    m_ref, m_amp = run_step(ref, 0), run_step(amp, 0, amp=True)
+    for k in m_ref:
+        assert m_amp[k] == pytest.approx(m_ref[k], rel=5e-2, abs=2e-2), k
+        assert m_amp[k] != m_ref[k], k                   # bf16 really ran: not bit-identical to float32
+    a, b = _state(ref), _state(amp)
+    for k in a:
+        assert torch.isfinite(b[k]).all(), k
+        assert torch.equal(a[k], before[k]) == torch.equal(b[k], before[k]), k
+        assert b[k].dtype == a[k].dtype, k               # autocast changes compute precision, never the weights'
+
+
+def test_runtime_environment_is_set_unless_the_user_opts_out():
+    """`nfd` sets nfd.RUNTIME_ENV (huge pages for large tensors, passive OpenMP waiting) before torch starts, unless
+    the user set a variable already or NFD_RUNTIME_ENV=0; `nfd bench --no-env-tuning` passes that on to its child."""
+    import os
+    import subprocess
+    import sys
+
+    import nfd
+
+    probe = "import nfd, os, json; print(json.dumps({k: os.environ.get(k) for k in nfd.RUNTIME_ENV}))"
+    base = {k: v for k, v in os.environ.items() if k not in nfd.RUNTIME_ENV and k != "NFD_RUNTIME_ENV"}
+
+    def child_env(extra: dict[str, str]) -> dict[str, str | None]:
+        out = subprocess.run([sys.executable, "-c", probe], env={**base, **extra}, capture_output=True, text=True,
+                             check=True).stdout
+        return json.loads(out)
+
+    assert child_env({}) == nfd.RUNTIME_ENV
+    assert child_env({"THP_MEM_ALLOC_ENABLE": "0"})["THP_MEM_ALLOC_ENABLE"] == "0"
+    assert child_env({"NFD_RUNTIME_ENV": "0"}) == {k: None for k in nfd.RUNTIME_ENV}
+
+
 def test_step_inputs_follow_the_trainer_streams():
     cfg = resolve("tiny", None, ["points=100"])
     setup = build_setup(cfg, DataShape(2, 1, 16))

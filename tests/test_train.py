@@ -56,9 +56,12 @@ def _column(path, name):
     return np.array([float(r.split("\t")[head.index(name)]) for r in lines[1:]])
 
 
-def test_discriminator_learns_an_easy_set(images_h5, tmp_path):
-    """With the generator frozen, a few D steps separate real discs from the generator's samples."""
-    t = Trainer(_cfg("steps=30", "train.lr_g=0.0", "train.lr_d=2e-3", "train.r1_weight=0.0"), images_h5, tmp_path)
+@pytest.mark.parametrize("amp", [False, True])
+def test_discriminator_learns_an_easy_set(images_h5, tmp_path, amp):
+    """With the generator frozen, a few D steps separate real discs from the generator's samples (also under bf16
+    autocast, train.amp, which runs on the CPU too)."""
+    t = Trainer(_cfg("steps=30", "train.lr_g=0.0", "train.lr_d=2e-3", "train.r1_weight=0.0", f"train.amp={amp}"),
+                images_h5, tmp_path)
     t.fit(progress=False)
     loss = _column(tmp_path / "metrics.tsv", "loss_d")
     assert loss[-5:].mean() < 0.7 * loss[:3].mean()
