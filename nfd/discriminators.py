@@ -70,7 +70,7 @@ class PointConvDiscriminator(nn.Module):
         nfd.pointconv), each PointConv takes the cheaper of its two forms, pooling is one sparse product."""
         h, points_major = features, False
         for conv, norm, level in zip(self.convs, self.norms, plan.levels):
-            h = conv.forward_shared(h, level.conv_idx, level.conv_offsets, points_major)        # [M, B, C]
+            h = conv.forward_shared(h, level.conv_idx, level.conv_offsets, points_major, level.conv_groups)  # [M, B, C]
             h = self.act(norm(h.view(-1, h.shape[-1]))).view_as(h)
             h, points_major = avg_pool_points_major(h, level.pool_idx), True
         return self.final.forward_shared(h, plan.final_idx, plan.final_offsets, points_major).reshape(-1)

@@ -195,6 +195,42 @@ def select_queries(points: Tensor, m: int, p: float = 2.0) -> Tensor:
 
 
 @dataclass
+class OffsetGroups:
+    """The (query, neighbour) pairs of one shared neighbourhood table grouped by their offset x_i - x_q.
+
+    On a grid, and on points taken from a grid, the same few offsets recur across the whole level (64^2 images: 74
+    distinct offsets among the 9,216 pairs of the second level), so a PointConv needs its weight matrix W(u) once per
+    distinct u instead of once per pair (see :meth:`nfd.pointconv.PointConv.forward_grouped`). Offsets equal up to
+    rounding (16 units in the last place of the coordinates) share a group.
+    """
+
+    pair_group: Tensor
+    """[M * k]: the group of each pair, pairs in row-major order of the ``[M, k]`` table."""
+    counts: Tensor
+    """[G]: pairs per group, in the offsets' dtype (for averaging over a group)."""
+    rows: Tensor
+    """[M * k]: the query of each pair, pairs sorted by group."""
+    src: Tensor
+    """[M * k]: the neighbour of each pair, in the same order as ``rows``."""
+    sizes: list[int]
+    """Pairs per group, as Python ints (the split sizes of ``rows`` and ``src``)."""
+
+
+def offset_groups(nbr_idx: Tensor, offsets: Tensor, coord_scale: float) -> OffsetGroups:
+    """Group the pairs of ``nbr_idx [M, k]`` by their ``offsets [M, k, d]``, merging offsets closer than 16 units in
+    the last place of ``coord_scale`` (the largest coordinate magnitude). Offsets near a bin edge may land in two
+    groups: that only costs speed, never correctness."""
+    m, k = nbr_idx.shape
+    tol = 16.0 * torch.finfo(offsets.dtype).eps * max(coord_scale, 1e-30)
+    key = torch.round(offsets.reshape(m * k, -1).double() / tol).long()
+    _, inv = torch.unique(key, dim=0, return_inverse=True)
+    order = torch.argsort(inv, stable=True)
+    counts = torch.bincount(inv)
+    rows = torch.arange(m, device=nbr_idx.device).repeat_interleave(k)
+    return OffsetGroups(inv, counts.to(offsets.dtype), rows[order], nbr_idx.reshape(-1)[order], counts.tolist())
+
+
+@dataclass
 class PlanLevel:
     """Neighbourhoods of one discriminator level; indices refer to this level's points (``[B, ...]`` if per-example)."""
 
@@ -206,6 +242,8 @@ class PlanLevel:
     """[N, k_conv, d]: x_i - x_q for those neighbours, the inputs of the weight MLPs."""
     pool_idx: Tensor
     """[M, k_pool]: neighbours of every query point, averaged by pooling."""
+    conv_groups: OffsetGroups | None = None
+    """The conv pairs grouped by offset (shared plans only)."""
 
 
 @dataclass
@@ -231,7 +269,8 @@ def _plan_one(coords: Tensor, num_levels: int, k_conv: int, k_pool: int, p: floa
         offsets = cur[conv_idx] - cur[:, None, :]
         query_idx = select_queries(cur, max(1, math.ceil(n * keep_fraction)), p)
         pool_idx = canonical_knn(cur[query_idx], cur, min(k_pool, n), p, backend)
-        levels.append(PlanLevel(query_idx, conv_idx, offsets, pool_idx))
+        groups = offset_groups(conv_idx, offsets, float(coords.abs().max()) if coords.numel() else 1.0)
+        levels.append(PlanLevel(query_idx, conv_idx, offsets, pool_idx, groups))
         cur = cur[query_idx]
     final_idx = torch.arange(cur.shape[0], device=cur.device)[None]
     final_offsets = (cur - cur.mean(dim=0, keepdim=True))[None]
@@ -257,7 +296,7 @@ def build_plan(coords: Tensor, num_levels: int, k_conv: int, k_pool: int, p: flo
         raise ValueError(f"coordinates must be [N, d] or [B, N, d], got {tuple(coords.shape)}")
     plans = [_plan_one(c, num_levels, k_conv, k_pool, p, keep_fraction, backend) for c in coords]
     levels = [PlanLevel(**{f.name: torch.stack([getattr(pl.levels[i], f.name) for pl in plans])
-                           for f in fields(PlanLevel)}) for i in range(num_levels)]
+                           for f in fields(PlanLevel) if f.name != "conv_groups"}) for i in range(num_levels)]
     return NeighbourPlan(levels, torch.stack([pl.final_idx for pl in plans]),
                          torch.stack([pl.final_offsets for pl in plans]), shared=False)
 

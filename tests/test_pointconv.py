@@ -112,3 +112,45 @@ def test_weight_net_layers() -> None:
     kinds = [type(m).__name__ for m in net.net]
     assert kinds == ["Linear", "BatchNorm1d", "LeakyReLU", "Linear", "BatchNorm1d", "LeakyReLU"]
     assert net(torch.randn(4, 5, 3)).shape == (4, 5, 8) and net.out_dim == 8
+
+
+@pytest.mark.parametrize("strategy", ["factored", "weights", "grouped"])
+def test_shared_strategies_match_naive_through_double_backward(strategy: str) -> None:
+    """Every form of the shared-neighbourhood PointConv equals the naive reference on a grid (where offsets recur,
+    so 'grouped' merges pairs) in values, gradients and the second-order terms R1's penalty backpropagates."""
+    from nfd.grid import grid_coords
+    from nfd.neighbours import build_plan
+
+    torch.manual_seed(4)
+    coords = grid_coords(9, 2).double()
+    level = build_plan(coords, 1, 9, 9).levels[0]
+    groups = level.conv_groups
+    assert groups is not None and len(groups.sizes) < 30 and sum(groups.sizes) == 81 * 9   # 25 offsets up to rounding
+    conv = PointConv(2, 16, 6, [16, 16]).double().train()
+    conv.strategy = strategy
+    feats = torch.randn(3, 81, 16, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(3, 81, 6, dtype=torch.float64)
+
+    def penalty(out: torch.Tensor) -> torch.Tensor:
+        (g,) = torch.autograd.grad((out * w).sum(), feats, create_graph=True)
+        return (out * w).sum() + g.pow(2).sum()
+
+    out = conv.forward_shared(feats, level.conv_idx, level.conv_offsets, False, groups).transpose(0, 1)
+    ref = pointconv_naive(conv, feats, level.conv_idx, level.conv_offsets)
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+    params = [feats, *conv.parameters()]
+    for a, b in zip(torch.autograd.grad(penalty(out), params), torch.autograd.grad(penalty(ref), params)):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+
+
+def test_auto_strategy_picks_grouped_only_for_large_groups_and_wide_inputs() -> None:
+    from nfd.grid import grid_coords
+    from nfd.neighbours import build_plan
+
+    plan = build_plan(grid_coords(64, 2), 2, 9, 9)
+    wide, narrow = PointConv(2, 64, 8, [16]), PointConv(2, 3, 8, [16])
+    assert wide.shared_strategy(64, 9, plan.levels[1].conv_groups) == "grouped"       # 74 offsets, 9,216 pairs
+    assert narrow.shared_strategy(64, 9, plan.levels[0].conv_groups) != "grouped"     # 3 input channels
+    assert wide.shared_strategy(64, 9, None) in ("weights", "factored")
+    few = build_plan(grid_coords(64, 2), 3, 9, 9).levels[2].conv_groups               # ~11 pairs per group
+    assert wide.shared_strategy(64, 9, few) != "grouped"
