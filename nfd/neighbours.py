@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import OrderedDict
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
@@ -242,8 +242,19 @@ class PlanLevel:
     """[N, k_conv, d]: x_i - x_q for those neighbours, the inputs of the weight MLPs."""
     pool_idx: Tensor
     """[M, k_pool]: neighbours of every query point, averaged by pooling."""
-    conv_groups: OffsetGroups | None = None
-    """The conv pairs grouped by offset (shared plans only)."""
+    coord_scale: float = 1.0
+    """The largest coordinate magnitude: sets the rounding tolerance of :meth:`conv_groups`."""
+    _groups: OffsetGroups | None = field(default=None, init=False, repr=False, compare=False)
+
+    def conv_groups(self) -> OffsetGroups:
+        """The conv pairs grouped by offset (shared tables only), computed on first use and kept with the plan:
+        only layers that may use the grouped form ask (grouping the 110,592 pairs of a 4,096-point 3D level
+        takes ~0.2 s, which freshly sampled point sets would pay every step)."""
+        if self.conv_idx.dim() != 2:
+            raise ValueError("offset groups exist for neighbourhoods shared by the batch only")
+        if self._groups is None:
+            self._groups = offset_groups(self.conv_idx, self.conv_offsets, self.coord_scale)
+        return self._groups
 
 
 @dataclass
@@ -269,8 +280,7 @@ def _plan_one(coords: Tensor, num_levels: int, k_conv: int, k_pool: int, p: floa
         offsets = cur[conv_idx] - cur[:, None, :]
         query_idx = select_queries(cur, max(1, math.ceil(n * keep_fraction)), p)
         pool_idx = canonical_knn(cur[query_idx], cur, min(k_pool, n), p, backend)
-        groups = offset_groups(conv_idx, offsets, float(coords.abs().max()) if coords.numel() else 1.0)
-        levels.append(PlanLevel(query_idx, conv_idx, offsets, pool_idx, groups))
+        levels.append(PlanLevel(query_idx, conv_idx, offsets, pool_idx, float(cur.abs().max())))
         cur = cur[query_idx]
     final_idx = torch.arange(cur.shape[0], device=cur.device)[None]
     final_offsets = (cur - cur.mean(dim=0, keepdim=True))[None]
@@ -296,7 +306,8 @@ def build_plan(coords: Tensor, num_levels: int, k_conv: int, k_pool: int, p: flo
         raise ValueError(f"coordinates must be [N, d] or [B, N, d], got {tuple(coords.shape)}")
     plans = [_plan_one(c, num_levels, k_conv, k_pool, p, keep_fraction, backend) for c in coords]
     levels = [PlanLevel(**{f.name: torch.stack([getattr(pl.levels[i], f.name) for pl in plans])
-                           for f in fields(PlanLevel) if f.name != "conv_groups"}) for i in range(num_levels)]
+                           for f in fields(PlanLevel) if f.init and f.name != "coord_scale"},
+                        coord_scale=max(pl.levels[i].coord_scale for pl in plans)) for i in range(num_levels)]
     return NeighbourPlan(levels, torch.stack([pl.final_idx for pl in plans]),
                          torch.stack([pl.final_offsets for pl in plans]), shared=False)
 

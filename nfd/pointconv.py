@@ -26,6 +26,8 @@ more savings, used by :meth:`PointConv.forward_shared` and the discriminator's f
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -121,11 +123,12 @@ class PointConv(nn.Module):
     GROUPED_MIN_PAIRS = 64
     GROUPED_MIN_IN_CH = 16
 
-    def shared_strategy(self, batch: int, k: int, groups: OffsetGroups | None = None) -> str:
+    def shared_strategy(self, batch: int, k: int, groups: Callable[[], OffsetGroups] | None = None) -> str:
         """The form of :meth:`forward_shared`, unless :attr:`strategy` says: 'grouped' when the pairs come in
         offset groups of at least :attr:`GROUPED_MIN_PAIRS` pairs on average and Cin >= :attr:`GROUPED_MIN_IN_CH`,
         else 'weights' (materialise W once for the batch) or 'factored' (L . sum_i f_i h_i^T), whichever has fewer
-        multiply-adds per query for ``batch`` examples and ``k`` shared neighbours.
+        multiply-adds per query for ``batch`` examples and ``k`` shared neighbours. ``groups`` returns the offset
+        groups (e.g. :meth:`nfd.neighbours.PlanLevel.conv_groups`); it is called only when they may be used.
 
         Measured (2 threads, batch 64, forward + backward with R1's double backward): the second level of the 64^2
         discriminator, 125 pairs per group, Cin 64: 1.40 s -> 0.79 s; the third, 11 pairs per group: 0.88 s ->
@@ -136,17 +139,18 @@ class PointConv(nn.Module):
                 raise ValueError("PointConv.strategy 'grouped' needs the offset groups of a shared plan")
             return self.strategy
         c, o, j = self.in_ch, self.out_ch, self.mid
-        if groups is not None and c >= self.GROUPED_MIN_IN_CH and \
-                len(groups.pair_group) >= self.GROUPED_MIN_PAIRS * len(groups.sizes):
-            return "grouped"
+        if groups is not None and c >= self.GROUPED_MIN_IN_CH:
+            g = groups()
+            if len(g.pair_group) >= self.GROUPED_MIN_PAIRS * len(g.sizes):
+                return "grouped"
         factored = batch * (k * c * j + c * j * o)
         weights = batch * k * c * o + k * c * o * j
         return "weights" if weights < factored else "factored"
 
     def forward_shared(self, features: Tensor, nbr_idx: Tensor, offsets: Tensor, points_major: bool,
-                       groups: OffsetGroups | None = None) -> Tensor:
-        """PointConv on neighbourhoods shared by the batch: ``nbr_idx [M, k]``, ``offsets [M, k, d]`` (and their
-        offset ``groups``, if known); features ``[N, B, Cin]`` if ``points_major`` else ``[B, N, Cin]``. Returns
+                       groups: Callable[[], OffsetGroups] | None = None) -> Tensor:
+        """PointConv on neighbourhoods shared by the batch: ``nbr_idx [M, k]``, ``offsets [M, k, d]`` (and a
+        function returning their offset ``groups``, if known); features ``[N, B, Cin]`` if ``points_major`` else ``[B, N, Cin]``. Returns
         points-major ``[M, B, Cout]``.
 
         Same numbers as :meth:`forward` up to rounding, by every strategy (module docstring). Inputs in the other
@@ -159,7 +163,7 @@ class PointConv(nn.Module):
         h = self.weight_net(offsets.to(features.dtype))            # [M, k, mid], once for the batch
         if strategy == "grouped":
             assert groups is not None
-            return self.forward_grouped(features if points_major else features.transpose(0, 1), h, m, groups)
+            return self.forward_grouped(features if points_major else features.transpose(0, 1), h, m, groups())
         if strategy == "weights":
             x = features.transpose(0, 1).contiguous() if points_major else features            # [B, N, Cin]
             # W[m, (k, c), o] = sum_j L[o, c * mid + j] h[m, k, j]: one product, shared by the batch.

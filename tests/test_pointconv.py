@@ -124,8 +124,8 @@ def test_shared_strategies_match_naive_through_double_backward(strategy: str) ->
     torch.manual_seed(4)
     coords = grid_coords(9, 2).double()
     level = build_plan(coords, 1, 9, 9).levels[0]
-    groups = level.conv_groups
-    assert groups is not None and len(groups.sizes) < 30 and sum(groups.sizes) == 81 * 9   # 25 offsets up to rounding
+    groups = level.conv_groups()
+    assert len(groups.sizes) < 30 and sum(groups.sizes) == 81 * 9   # 25 offsets up to rounding
     conv = PointConv(2, 16, 6, [16, 16]).double().train()
     conv.strategy = strategy
     feats = torch.randn(3, 81, 16, dtype=torch.float64, requires_grad=True)
@@ -135,7 +135,7 @@ def test_shared_strategies_match_naive_through_double_backward(strategy: str) ->
         (g,) = torch.autograd.grad((out * w).sum(), feats, create_graph=True)
         return (out * w).sum() + g.pow(2).sum()
 
-    out = conv.forward_shared(feats, level.conv_idx, level.conv_offsets, False, groups).transpose(0, 1)
+    out = conv.forward_shared(feats, level.conv_idx, level.conv_offsets, False, level.conv_groups).transpose(0, 1)
     ref = pointconv_naive(conv, feats, level.conv_idx, level.conv_offsets)
     torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
     params = [feats, *conv.parameters()]
@@ -151,6 +151,7 @@ def test_auto_strategy_picks_grouped_only_for_large_groups_and_wide_inputs() -> 
     wide, narrow = PointConv(2, 64, 8, [16]), PointConv(2, 3, 8, [16])
     assert wide.shared_strategy(64, 9, plan.levels[1].conv_groups) == "grouped"       # 74 offsets, 9,216 pairs
     assert narrow.shared_strategy(64, 9, plan.levels[0].conv_groups) != "grouped"     # 3 input channels
+    assert plan.levels[0]._groups is None                       # ...so its groups were never computed
     assert wide.shared_strategy(64, 9, None) in ("weights", "factored")
     few = build_plan(grid_coords(64, 2), 3, 9, 9).levels[2].conv_groups               # ~11 pairs per group
     assert wide.shared_strategy(64, 9, few) != "grouped"
