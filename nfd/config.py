@@ -127,7 +127,7 @@ class TrainConfig:
     amp: bool = False
     """bf16 autocast of the GAN step's forward passes (CUDA or CPU). Off by default: the paper trains in float32,
     and bf16 rounds to ~3 significant digits. Faster where the hardware multiplies bf16 natively (recent GPUs; CPUs
-    with AVX-512 BF16 or AMX: the CelebAHQ 64 step 1.9x faster on the 2-core benchmark machine), slower elsewhere."""
+    with AVX-512 BF16 or AMX: steps 1.4-1.8x faster on the 2-core benchmark machine), slower elsewhere."""
 
 
 @dataclass
