@@ -36,12 +36,13 @@ def _state(setup) -> dict[str, torch.Tensor]:
     return out
 
 
-@pytest.mark.parametrize("case", ["grid2d", "subset3d", "features3"])
+@pytest.mark.parametrize("case", ["grid2d", "subset3d", "features3", "grouped"])
 def test_fast_and_naive_steps_agree(float64, case):
     """From the same weights and data, one fast step and one naive step (per-example generator loop, brute-force
-    neighbours on every D call, naive PointConv) give the same losses and the same parameter updates."""
+    neighbours on every D call, naive PointConv) give the same losses and the same parameter updates; 'grouped' forces
+    the per-offset form on every level of D (its automatic choice needs larger grids than a test can afford)."""
     sets = ["train.r1_weight=10.0"]
-    if case == "grid2d":
+    if case in ("grid2d", "grouped"):
         shape = DataShape(2, 1, 10)                        # full 10x10 grid: ties everywhere in the neighbour search
     elif case == "subset3d":
         shape = DataShape(3, 1, 8)                         # 256 of 512 points, a fresh subset per step
@@ -51,6 +52,9 @@ def test_fast_and_naive_steps_agree(float64, case):
         sets += ["discriminator.channels=[8, 16, 16]", "train.r1_on=sigmoid"]
     cfg = resolve("tiny", None, sets)
     fast, naive = build_setup(cfg, shape, seed=3), build_setup(cfg, shape, seed=3)
+    if case == "grouped":
+        for conv in fast.D.convs:
+            conv.strategy = "grouped"
     before = _state(fast)
     assert all(torch.equal(before[k], v) for k, v in _state(naive).items())
     for step in range(2):
@@ -58,6 +62,8 @@ def test_fast_and_naive_steps_agree(float64, case):
         m_naive = run_step(naive, step, naive=True)
         for k in m_fast:
             assert m_fast[k] == pytest.approx(m_naive[k], rel=1e-9, abs=1e-12), (step, k)
+    if case == "grouped":                                   # the grouped form really ran on every level
+        assert all(level._groups is not None for level in fast.D.plan(step_inputs(fast, 0)[0]).levels)
     a, b = _state(fast), _state(naive)
     moved = 0
     for k in a:
