@@ -99,15 +99,6 @@ REFERENCE: dict[str, dict[str, Any]] = {
 SAMPLE_RESOLUTIONS = {2: [1024], 3: [128, 256]}
 """Default ``--sample`` grids per coordinate dimension."""
 
-TUNED_ENV = RUNTIME_ENV
-"""Set in the measuring subprocesses unless already set (``--no-env-tuning`` leaves the environment as the user had
-it): :data:`nfd.RUNTIME_ENV`, the settings every ``nfd`` command runs with. OMP_WAIT_POLICY=PASSIVE: idle OpenMP
-threads sleep instead of spinning: the same speed on an idle machine, and on a machine shared with other processes
-(load above the core count) it avoids the multi-millisecond stalls of every parallel region whose spinning partner
-thread was descheduled (measured here: a step 2-4x faster at 2 threads under load 4-8 on 2 cores).
-THP_MEM_ALLOC_ENABLE=1: transparent huge pages for large CPU tensors (CelebAHQ 64 step 11.7-12.2 s -> 10.2 s;
-MNIST and chairs within noise)."""
-
 
 # =====================================================================================================================
 # Building a step
@@ -373,7 +364,7 @@ def measure_steps(cfg: Config, shape: DataShape, device: torch.device, mode: str
         "metrics_step0": metrics0,
         "rss_after_build_bytes": rss_models,
         "threads": torch.get_num_threads(),
-        "env": {k: os.environ.get(k) for k in TUNED_ENV},
+        "env": {k: os.environ.get(k) for k in RUNTIME_ENV},
     }
     if gen_scaling:
         coords = step_inputs(setup, step)[0]
@@ -438,7 +429,7 @@ def _environment(device: torch.device) -> dict[str, Any]:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu
     return {"device": str(device), "device_name": name, "threads": torch.get_num_threads(),
             "torch_version": torch.__version__, "cpu": cpu, "cpu_count": os.cpu_count(),
-            "env": {k: os.environ.get(k) for k in TUNED_ENV}, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            "env": {k: os.environ.get(k) for k in RUNTIME_ENV}, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
 def _setup_process(args: argparse.Namespace) -> tuple[Config, DataShape, torch.device]:
@@ -493,7 +484,7 @@ def _run_child(args: argparse.Namespace, child: str) -> dict[str, Any]:
                 env.pop(k, None)
             env["NFD_RUNTIME_ENV"] = "0"   # and the child's import of nfd must not set them again
         else:
-            for k, v in TUNED_ENV.items():
+            for k, v in RUNTIME_ENV.items():
                 env.setdefault(k, v)
         env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]),
                                              *filter(None, [env.get("PYTHONPATH")])])
@@ -688,7 +679,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="grid points per chunk with --sample (bounds memory; default 32768)")
     p.add_argument("--no-env-tuning", action="store_true",
                    help="run the measuring subprocesses in the environment as the user set it (default: "
-                        "OMP_WAIT_POLICY=PASSIVE and THP_MEM_ALLOC_ENABLE=1 unless set, see TUNED_ENV)")
+                        "OMP_WAIT_POLICY=PASSIVE and THP_MEM_ALLOC_ENABLE=1 unless set: nfd.RUNTIME_ENV)")
     p.add_argument("--in-process", action="store_true",
                    help="measure in this process instead of a fresh subprocess per configuration (peak RSS then "
                         "mixes the configurations)")

@@ -188,13 +188,9 @@ class PointConv(nn.Module):
         lin = self.linear.weight.view(o, c, j).permute(2, 1, 0).reshape(j, c * o)
         weights = torch.mm(h_group, lin).view(-1, c, o).unbind(0)                    # W(u) [Cin, Cout] per group
         gathered = x.reshape(n, b * c).index_select(0, groups.src).split(groups.sizes)  # backward: one cat
-        out: Tensor | None = None
+        out = x.new_zeros(m, b * o, dtype=weights[0].dtype)       # the products' dtype (bf16 under autocast)
         for rows, xs, w in zip(groups.rows.split(groups.sizes), gathered, weights):
-            y = torch.mm(xs.view(-1, c), w).view(-1, b * o)                           # [pairs, B * Cout]
-            if out is None:
-                out = y.new_zeros(m, b * o)
-            out.index_add_(0, rows, y)
-        assert out is not None
+            out.index_add_(0, rows, torch.mm(xs.view(-1, c), w).view(-1, b * o))     # [pairs, B * Cout]
         return (out.view(m, b, o) + self.linear.bias).to(out.dtype)
 
     def forward(self, features: Tensor, nbr_idx: Tensor, offsets: Tensor) -> Tensor:
