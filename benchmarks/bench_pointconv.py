@@ -118,8 +118,8 @@ def bench_shared_forms(device: torch.device, repeat: int, large: bool) -> None:
         naive = median_time(lambda: step("naive"), max(1, repeat // 2), device)
         conv.strategy = "auto"
         auto = conv.shared_strategy(batch, 9, level.conv_groups)
+        pairs = sum(groups.sizes) / len(groups.sizes)
         for form in ("factored", "weights", "grouped"):
-            pairs = sum(groups.sizes) / len(groups.sizes)
             row(f"N={m} Cin={cin} {len(groups.sizes)} offsets ({pairs:.0f} pairs each) {form}"
                 f"{' (auto)' if form == auto else ''}", median_time(lambda: step(form), repeat, device), naive)
         conv.strategy = "auto"
