@@ -21,7 +21,7 @@ import torch
 from nfd.config import preset
 from nfd.discriminators import PointConvDiscriminator
 from nfd.grid import grid_coords
-from nfd.neighbours import build_plan, canonical_knn, knn, knn_naive
+from nfd.neighbours import build_plan, canonical_knn, knn, knn_naive, pool_levels
 from nfd.pointconv import PointConv, pointconv_naive
 
 
@@ -67,10 +67,10 @@ def bench_plan(device: torch.device, repeat: int, large: bool) -> None:
     for res, levels in ((28, 3), (64, 4), (128, 5)) if large else ((28, 3), (64, 4)):
         x = grid_coords(res, 2, device=device)
         row(f"build_plan grid {res}x{res}, {levels} levels",
-            median_time(lambda: build_plan(x, levels, 9, 9, keep_fraction=0.25), max(1, repeat // 2), device))
+            median_time(lambda: build_plan(x, pool_levels(levels, 9), keep_fraction=0.25), max(1, repeat // 2), device))
     x = grid_coords(32, 3, device=device)[torch.randperm(32 ** 3, device=device)[:4096]]
     row("build_plan chairs 4096 of 32^3, 3 levels",
-        median_time(lambda: build_plan(x, 3, 27, 27, keep_fraction=0.125), repeat, device))
+        median_time(lambda: build_plan(x, pool_levels(3, 27), keep_fraction=0.125), repeat, device))
 
 
 def bench_pointconv(device: torch.device, repeat: int, large: bool) -> None:
@@ -97,7 +97,7 @@ def bench_shared_forms(device: torch.device, repeat: int, large: bool) -> None:
     print(f"== PointConv forms per level of the {res}^2 discriminator, B = {batch}: forward, R1-style gradient "
           "(create_graph) and backward of both ==")
     widths = [1, *preset("celebahq64" if large else "mnist").discriminator.channels]
-    plan = build_plan(grid_coords(res, 2, device=device), len(widths) - 1, 9, 9, keep_fraction=0.25)
+    plan = build_plan(grid_coords(res, 2, device=device), pool_levels(len(widths) - 1, 9), keep_fraction=0.25)
     for level, (cin, cout) in zip(plan.levels, zip(widths, widths[1:])):
         torch.manual_seed(0)
         conv = PointConv(2, cin, cout, [16, 16, 16, 16]).to(device)

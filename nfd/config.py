@@ -43,8 +43,12 @@ class GeneratorConfig:
     """Hidden layer widths of the function MLP f_theta (App. A.2: 3 x 128)."""
     hyper_hidden: list[int] = field(default_factory=lambda: [256, 512])
     """Hidden layer widths of the hypernetwork g_phi (App. A.2: 256, 512)."""
-    leaky_slope: float = 0.2
-    """Negative slope of the LeakyReLU used in f_theta and g_phi."""
+    leaky_slope: float = 0.1
+    """Negative slope of the LeakyReLU used in f_theta and g_phi (0.1 in the authors' released code)."""
+    init: str = "pytorch"
+    """Initialisation of g_phi: 'pytorch' (PyTorch's default Linear init, as in the authors' released code) or
+    'hyperfan_in' (every layer of f_theta starts with weights scaled to its fan-in; see nfd.hypernetwork). Measured on
+    the demo presets: hyperfan-in starts f_theta's tanh saturated and the samples stay near-binary."""
     encoding: EncodingConfig = field(default_factory=EncodingConfig)
     """Fourier-feature encoding of the coordinates."""
 
@@ -56,7 +60,15 @@ class DiscriminatorConfig:
     kind: str = "pointconv"
     """'pointconv' (the paper's model) or 'set' (PointNet/DeepSet baseline of App. B.2)."""
     channels: list[int] = field(default_factory=lambda: [64, 128, 256])
-    """Output channels of the PointConv layers; each is followed by average pooling that keeps 1/2^d of the points."""
+    """Output channels of the PointConv layers, each followed by average pooling that keeps 1/2^d of the points (the
+    paper text's layout); used when ``layers`` is empty."""
+    layers: list[str] = field(default_factory=list)
+    """The PointConv layers in order, each 'MODE:CHANNELS' or 'MODE:CHANNELS:NEIGHBOURS' (default neighbours:
+    ``neighbours``). MODE 'pool': PointConv at every point, then average pooling onto 1/2^d farthest-point queries
+    (same neighbours); 'conv': PointConv at every point, no pooling; 'strided': PointConv evaluated at 1/2^d
+    farthest-point queries only. The authors' released chairs config is [conv:32:8, pool:64, pool:128, pool:256].
+    Empty: 'pool:C' for every entry C of ``channels``. A final PointConv to one channel from all remaining points
+    always follows."""
     neighbours: int = 0
     """Neighbours per PointConv/pooling query; 0 means 3^d as in the paper."""
     weight_hidden: list[int] = field(default_factory=lambda: [16, 16, 16, 16])
@@ -101,8 +113,10 @@ class TrainConfig:
     """Adam beta2."""
     r1_weight: float = 10.0
     """Weight of the R1 penalty on real sets."""
-    r1_on: str = "logit"
-    """Differentiate D's 'logit' (default; does not vanish when D saturates) or its 'sigmoid' output for R1."""
+    r1_on: str = "sigmoid"
+    """Differentiate D's 'sigmoid' output (the probability, as the authors' released code does) or its 'logit' for
+    R1. The sigmoid's gradient is sigmoid' times the logit's (1/4 of it at D = 1/2), so it fades as D saturates; the
+    logit's does not (a 16x stronger penalty at D = 1/2 for the same weight)."""
     autodecoder_prior_std: float = 1e-2
     """Auto-decoder only: std of the Gaussian prior of the per-example latents (small, see App. B.1)."""
     autodecoder_lr_latent: float = 1e-3
@@ -165,7 +179,10 @@ def _preset_celebahq128() -> Config:
     c = Config(name="celebahq128")
     c.generator.encoding = EncodingConfig(num_frequencies=128, scale=3.0)
     c.discriminator.channels = [64, 128, 256, 512, 1024]
-    c.train.batch_size, c.train.epochs = 22, 70
+    # The released config's first PointConv is strided (queries on 4,096 of the 16,384 points); the paper text's
+    # conv-then-pool first level is `discriminator.layers=[]`. Released: 300 epochs (the text says 70).
+    c.discriminator.layers = ["strided:64", "pool:128", "pool:256", "pool:512", "pool:1024"]
+    c.train.batch_size, c.train.epochs = 22, 300
     return c
 
 
@@ -173,7 +190,10 @@ def _preset_shapenet_chairs() -> Config:
     c = Config(name="shapenet_chairs")
     c.generator.encoding = EncodingConfig(num_frequencies=0, scale=0.0)
     c.discriminator.channels = [64, 128, 256]
-    c.train.batch_size, c.train.epochs, c.train.num_points = 24, 200, 4096
+    # The released config starts with a 1 -> 32 PointConv on 8 neighbours before the text's 64/128/256 levels, and
+    # trains on batches of 26 (the text says 24).
+    c.discriminator.layers = ["conv:32:8", "pool:64", "pool:128", "pool:256"]
+    c.train.batch_size, c.train.epochs, c.train.num_points = 26, 200, 4096
     c.train.lr_g, c.train.lr_d = 2e-5, 8e-5
     c.train.keep_every = 5000
     return c
@@ -197,7 +217,7 @@ def _preset_demo_chairs() -> Config:
     """
     c = _preset_shapenet_chairs()
     c.name = "demo_chairs"
-    c.discriminator.channels = [32, 64, 128]
+    c.discriminator.channels, c.discriminator.layers = [32, 64, 128], []
     c.train.batch_size, c.train.steps, c.train.num_points = 16, 1500, 2048
     c.train.lr_g, c.train.lr_d = 4e-5, 1e-4
     c.train.checkpoint_every, c.train.sample_every, c.train.keep_every = 250, 250, 500
@@ -247,7 +267,7 @@ def to_dict(cfg: Config) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-def _coerce(value: Any, current: Any, key: str) -> Any:
+def _coerce(value: Any, current: Any, key: str, annotation: str = "") -> Any:
     if isinstance(current, bool):
         if isinstance(value, bool):
             return value
@@ -267,6 +287,12 @@ def _coerce(value: Any, current: Any, key: str) -> Any:
             except ValueError:
                 pass
         raise ConfigError(f"config key '{key}' expects a number, got {value!r}")
+    if isinstance(current, list) and annotation == "list[str]":
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"config key '{key}' expects a list of strings, got {value!r}")
+        return list(value)
     if isinstance(current, list):
         if isinstance(value, int) and not isinstance(value, bool):
             value = [value]
@@ -286,7 +312,8 @@ def set_value(cfg: Config, key: str, value: Any) -> None:
     parts = key.split(".")
     obj: Any = cfg
     for i, part in enumerate(parts):
-        names = {f.name for f in fields(obj)}
+        types = {f.name: str(f.type) for f in fields(obj)}
+        names = set(types)
         if part not in names:
             where = ".".join(parts[:i]) or "config"
             raise ConfigError(f"unknown config key '{key}' ('{part}' is not in {where}: {', '.join(sorted(names))})")
@@ -298,7 +325,7 @@ def set_value(cfg: Config, key: str, value: Any) -> None:
                 for k, v in value.items():
                     set_value(cfg, f"{key}.{k}", v)
             else:
-                setattr(obj, part, _coerce(value, current, key))
+                setattr(obj, part, _coerce(value, current, key, types[part]))
         else:
             obj = getattr(obj, part)
             if not is_dataclass(obj):
@@ -367,6 +394,26 @@ def resolve(preset_name: str, yaml_file: str | Path | None = None, sets: list[st
     return cfg
 
 
+LAYER_MODES = ("pool", "conv", "strided")
+"""Modes of a discriminator layer (see ``DiscriminatorConfig.layers``)."""
+
+
+def parse_layers(cfg: DiscriminatorConfig) -> list[tuple[str, int, int]]:
+    """The discriminator's layers as (mode, channels, neighbours) triples; neighbours 0 means ``cfg.neighbours`` (or
+    3^d). ``cfg.layers`` when given, else 'pool' for every entry of ``cfg.channels``."""
+    if not cfg.layers:
+        return [("pool", c, 0) for c in cfg.channels]
+    out = []
+    for token in cfg.layers:
+        parts = token.split(":")
+        ok = len(parts) in (2, 3) and parts[0] in LAYER_MODES and all(p.isdigit() and int(p) > 0 for p in parts[1:])
+        if not ok:
+            raise ConfigError(f"discriminator.layers: bad entry '{token}' (expected MODE:CHANNELS[:NEIGHBOURS] with "
+                              f"MODE in {', '.join(LAYER_MODES)} and positive integers)")
+        out.append((parts[0], int(parts[1]), int(parts[2]) if len(parts) == 3 else 0))
+    return out
+
+
 def validate(cfg: Config) -> None:
     """Reject values that no code path accepts, naming the key."""
     if cfg.discriminator.kind not in ("pointconv", "set"):
@@ -379,8 +426,11 @@ def validate(cfg: Config) -> None:
         raise ConfigError("train.batch_size must be >= 1")
     if cfg.train.num_points < 0:
         raise ConfigError("train.num_points must be >= 0 (0 = all points)")
-    if not cfg.discriminator.channels:
+    if not cfg.discriminator.channels and not cfg.discriminator.layers:
         raise ConfigError("discriminator.channels must not be empty")
+    parse_layers(cfg.discriminator)
+    if cfg.generator.init not in ("pytorch", "hyperfan_in"):
+        raise ConfigError(f"generator.init must be 'pytorch' or 'hyperfan_in', got '{cfg.generator.init}'")
     if not cfg.discriminator.weight_hidden:
         raise ConfigError("discriminator.weight_hidden must not be empty")
     if cfg.discriminator.norm_p <= 0:

@@ -1,7 +1,8 @@
 """Discriminators on sets of (coordinate, feature) pairs: the PointConv point-cloud discriminator (paper Sec. 3.4,
 App. A.2) and the PointNet/DeepSet set-discriminator baseline (App. B.2).
 
-Both return logits ``[B]``; the sigmoid is applied by the loss, and the trainer's R1 penalty differentiates the logit.
+Both return logits ``[B]``; the sigmoid is applied by the loss, and the trainer's R1 penalty differentiates the
+sigmoid (or the logit, ``train.r1_on``).
 Both accept coordinates shared by the batch ``[N, d]`` or per-example ``[B, N, d]`` with features ``[B, N, k]``.
 """
 
@@ -12,7 +13,7 @@ import math
 import torch
 from torch import nn
 
-from nfd.config import ConfigError, DiscriminatorConfig, EncodingConfig
+from nfd.config import ConfigError, DiscriminatorConfig, EncodingConfig, parse_layers
 from nfd.encoding import make_encoding
 from nfd.neighbours import NeighbourPlan, build_plan, plan_cache
 from nfd.pointconv import PointConv, avg_pool, avg_pool_points_major, pointconv_naive
@@ -21,21 +22,25 @@ Tensor = torch.Tensor
 
 
 class PointConvDiscriminator(nn.Module):
-    """DCGAN-like PointConv discriminator: per entry c of ``cfg.channels``, PointConv(-> c) at every point,
-    BatchNorm, LeakyReLU, then average pooling onto 1/2^d of the points; finally a PointConv to one channel from all
-    remaining points onto their centroid. Permutation invariant and translation invariant by construction.
+    """DCGAN-like PointConv discriminator over the layers of ``cfg.layers`` (or ``cfg.channels``): per layer a
+    PointConv (at every point, or at the farthest-point queries if strided), BatchNorm, LeakyReLU and, for 'pool'
+    layers, average pooling onto 1/2^d of the points; finally a PointConv to one channel from all remaining points
+    onto their centroid. Permutation invariant and translation invariant by construction.
     """
 
     def __init__(self, coord_dim: int, feature_dim: int, cfg: DiscriminatorConfig) -> None:
         super().__init__()
         self.coord_dim = coord_dim
-        self.k = cfg.neighbours or 3 ** coord_dim
+        default_k = cfg.neighbours or 3 ** coord_dim
+        layers = parse_layers(cfg)
+        self.level_specs = tuple((mode, k or default_k) for mode, _, k in layers)
+        """(mode, neighbours) of every level, the plan's settings."""
         self.keep_fraction = 1.0 / 2 ** coord_dim
         self.p = cfg.norm_p
         self.convs = nn.ModuleList()
         self.norms = nn.ModuleList()
         width = feature_dim
-        for c in cfg.channels:
+        for _, c, _ in layers:
             self.convs.append(PointConv(coord_dim, width, c, cfg.weight_hidden, cfg.weightnet_batchnorm,
                                         cfg.leaky_slope))
             self.norms.append(nn.BatchNorm1d(c) if cfg.batchnorm else nn.Identity())
@@ -45,14 +50,14 @@ class PointConvDiscriminator(nn.Module):
 
     def plan(self, coords: Tensor) -> NeighbourPlan:
         """The neighbour plan for these coordinates, from the process-wide content-keyed cache."""
-        return plan_cache.get(coords, len(self.convs), self.k, self.k, self.p, self.keep_fraction)
+        return plan_cache.get(coords, self.level_specs, self.p, self.keep_fraction)
 
     def forward(self, coords: Tensor, features: Tensor, plan: NeighbourPlan | None = None,
                 naive: bool = False) -> Tensor:
         """Logits ``[B]``. ``naive=True`` re-plans with brute-force kNN and uses :func:`pointconv_naive`: the
         reference path of the benchmark."""
         if naive:
-            plan = build_plan(coords, len(self.convs), self.k, self.k, self.p, self.keep_fraction, backend="naive")
+            plan = build_plan(coords, self.level_specs, self.p, self.keep_fraction, backend="naive")
         elif plan is None:
             plan = self.plan(coords)
         if plan.shared and not naive:
@@ -61,18 +66,19 @@ class PointConvDiscriminator(nn.Module):
         for conv, norm, level in zip(self.convs, self.norms, plan.levels):
             h = _apply(conv, h, level.conv_idx, level.conv_offsets, naive)
             h = self.act(norm(h.reshape(-1, h.shape[-1])).view_as(h))
-            h = avg_pool(h, level.pool_idx)
+            if level.pool_idx is not None:
+                h = avg_pool(h, level.pool_idx)
         return _apply(self.final, h, plan.final_idx, plan.final_offsets, naive).reshape(-1)
-
 
     def _forward_shared(self, features: Tensor, plan: NeighbourPlan) -> Tensor:
         """The fast path for coordinates shared by the batch: activations stay points-major ``[N, B, C]`` (see
-        nfd.pointconv), each PointConv takes the cheaper of its two forms, pooling is one sparse product."""
+        nfd.pointconv), each PointConv takes the cheapest of its forms, pooling is one sparse product."""
         h, points_major = features, False
         for conv, norm, level in zip(self.convs, self.norms, plan.levels):
             h = conv.forward_shared(h, level.conv_idx, level.conv_offsets, points_major, level.conv_groups)  # [M, B, C]
-            h = self.act(norm(h.view(-1, h.shape[-1]))).view_as(h)
-            h, points_major = avg_pool_points_major(h, level.pool_idx), True
+            h, points_major = self.act(norm(h.view(-1, h.shape[-1]))).view_as(h), True
+            if level.pool_idx is not None:
+                h = avg_pool_points_major(h, level.pool_idx)
         return self.final.forward_shared(h, plan.final_idx, plan.final_offsets, points_major).reshape(-1)
 
 

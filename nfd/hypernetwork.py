@@ -1,6 +1,8 @@
 """Neural function distributions (paper Sec. 3.1): z ~ N(0, I), theta = g_phi(z), features y = f_theta(gamma(x)).
 
-Initialisation ("hyperfan-in" style). With PyTorch's default init, the hypernetwork's outputs, i.e. the weights of
+Initialisation. ``generator.init = 'pytorch'`` (the default) keeps PyTorch's default Linear init for every layer of
+g_phi, as the authors' released code does. ``'hyperfan_in'`` is the alternative described here. With PyTorch's
+default init, the hypernetwork's outputs, i.e. the weights of
 f_theta, have no relation to the fan-in of the layers they feed (for the chairs model each initial function is
 nearly constant: pre-tanh std about 0.05 over x). We instead choose g_phi's initialisation so that every layer of
 f_theta receives weights scaled to its own fan-in and input scale, as a He init would scale them:
@@ -46,18 +48,23 @@ class HyperNetwork(nn.Module):
     """g_phi: an MLP ``z [n, latent_dim] -> theta [n, P]`` with LeakyReLU hidden layers (App. A.2: 256, 512)."""
 
     def __init__(self, latent_dim: int, hidden: Sequence[int], shape: MLPShape, slope: float,
-                 in_mean_square: float) -> None:
+                 in_mean_square: float, init: str = "pytorch") -> None:
         super().__init__()
+        if init not in ("pytorch", "hyperfan_in"):
+            raise ValueError(f"unknown hypernetwork init '{init}' (known: pytorch, hyperfan_in)")
         layers: list[nn.Module] = []
         width = latent_dim
         for h in hidden:
             lin = nn.Linear(width, h)
-            nn.init.kaiming_normal_(lin.weight, a=slope, nonlinearity="leaky_relu")
-            nn.init.zeros_(lin.bias)
+            if init == "hyperfan_in":
+                nn.init.kaiming_normal_(lin.weight, a=slope, nonlinearity="leaky_relu")
+                nn.init.zeros_(lin.bias)
             layers += [lin, nn.LeakyReLU(slope)]
             width = h
         self.body = nn.Sequential(*layers)
         self.head = nn.Linear(width, shape.num_weights)
+        if init == "pytorch":
+            return
         std = (hyperfan_in_variances(shape, slope, in_mean_square) / width).sqrt()
         with torch.no_grad():
             self.head.weight.normal_().mul_(std.unsqueeze(1))
@@ -77,7 +84,7 @@ class FunctionDistribution(nn.Module):
         self.latent_dim = cfg.latent_dim
         self.slope = cfg.leaky_slope
         self.hypernet = HyperNetwork(cfg.latent_dim, cfg.hyper_hidden, self.shape, cfg.leaky_slope,
-                                     self.encoding.out_mean_square)
+                                     self.encoding.out_mean_square, cfg.init)
 
     def _device(self) -> torch.device:
         return self.hypernet.head.weight.device

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 
 import numpy as np
@@ -230,18 +231,33 @@ def offset_groups(nbr_idx: Tensor, offsets: Tensor, coord_scale: float) -> Offse
     return OffsetGroups(inv, counts.to(offsets.dtype), rows[order], nbr_idx.reshape(-1)[order], counts.tolist())
 
 
+LevelSpec = tuple[str, int]
+"""One discriminator level: (mode, neighbours), mode 'pool', 'conv' or 'strided' (see
+``nfd.config.DiscriminatorConfig.layers``)."""
+
+
+def pool_levels(num_levels: int, k: int) -> list[LevelSpec]:
+    """``num_levels`` conv-then-pool levels with ``k`` neighbours each: the paper text's layout."""
+    return [("pool", k)] * num_levels
+
+
 @dataclass
 class PlanLevel:
-    """Neighbourhoods of one discriminator level; indices refer to this level's points (``[B, ...]`` if per-example)."""
+    """Neighbourhoods of one discriminator level; indices refer to this level's points (``[B, ...]`` if per-example).
 
-    query_idx: Tensor
-    """[M]: the points kept by pooling, in farthest-point order; they are the next level's points."""
+    'pool' levels convolve at every point and pool onto the queries; 'conv' levels convolve at every point and keep
+    them (no queries, no pooling); 'strided' levels convolve at the queries only."""
+
+    mode: str
+    """'pool', 'conv' or 'strided'."""
+    query_idx: Tensor | None
+    """[M]: the points kept by pooling or striding, in farthest-point order, the next level's points (None: all)."""
     conv_idx: Tensor
-    """[N, k_conv]: neighbours of every point, for the PointConv centred on it."""
+    """[N, k] (or [M, k] when strided): neighbours of each PointConv query among this level's points."""
     conv_offsets: Tensor
-    """[N, k_conv, d]: x_i - x_q for those neighbours, the inputs of the weight MLPs."""
-    pool_idx: Tensor
-    """[M, k_pool]: neighbours of every query point, averaged by pooling."""
+    """[N, k, d] (or [M, k, d]): x_i - x_q for those neighbours, the inputs of the weight MLPs."""
+    pool_idx: Tensor | None
+    """[M, k]: neighbours of every query point, averaged by pooling ('pool' levels only)."""
     coord_scale: float = 1.0
     """The largest coordinate magnitude: sets the rounding tolerance of :meth:`conv_groups`."""
     _groups: OffsetGroups | None = field(default=None, init=False, repr=False, compare=False)
@@ -263,52 +279,71 @@ class NeighbourPlan:
 
     levels: list[PlanLevel]
     final_idx: Tensor
-    """[1, n_L]: every point left after the last pooling, gathered by the final PointConv."""
+    """[1, n_L]: every point left after the last level, gathered by the final PointConv."""
     final_offsets: Tensor
     """[1, n_L, d]: their offsets from their centroid, the final PointConv's single query."""
     shared: bool
     """True when one plan serves the whole batch (coordinates [N, d]); False for per-example [B, N, d]."""
 
 
-def _plan_one(coords: Tensor, num_levels: int, k_conv: int, k_pool: int, p: float, keep_fraction: float,
+_MODES = ("pool", "conv", "strided")
+
+
+def _plan_one(coords: Tensor, levels: list[LevelSpec], p: float, keep_fraction: float,
               backend: str) -> NeighbourPlan:
-    levels = []
+    out = []
     cur = coords
-    for _ in range(num_levels):
+    for mode, k in levels:
         n = cur.shape[0]
-        conv_idx = canonical_knn(cur, cur, min(k_conv, n), p, backend)
-        offsets = cur[conv_idx] - cur[:, None, :]
+        k = min(k, n)
+        scale = float(cur.abs().max())
+        if mode == "conv":
+            conv_idx = canonical_knn(cur, cur, k, p, backend)
+            out.append(PlanLevel(mode, None, conv_idx, cur[conv_idx] - cur[:, None, :], None, scale))
+            continue
         query_idx = select_queries(cur, max(1, math.ceil(n * keep_fraction)), p)
-        pool_idx = canonical_knn(cur[query_idx], cur, min(k_pool, n), p, backend)
-        levels.append(PlanLevel(query_idx, conv_idx, offsets, pool_idx, float(cur.abs().max())))
-        cur = cur[query_idx]
+        queries = cur[query_idx]
+        if mode == "strided":
+            conv_idx = canonical_knn(queries, cur, k, p, backend)
+            out.append(PlanLevel(mode, query_idx, conv_idx, cur[conv_idx] - queries[:, None, :], None, scale))
+        else:
+            conv_idx = canonical_knn(cur, cur, k, p, backend)
+            pool_idx = canonical_knn(queries, cur, k, p, backend)
+            out.append(PlanLevel(mode, query_idx, conv_idx, cur[conv_idx] - cur[:, None, :], pool_idx, scale))
+        cur = queries
     final_idx = torch.arange(cur.shape[0], device=cur.device)[None]
     final_offsets = (cur - cur.mean(dim=0, keepdim=True))[None]
-    return NeighbourPlan(levels, final_idx, final_offsets, shared=True)
+    return NeighbourPlan(out, final_idx, final_offsets, shared=True)
+
+
+def _stack(parts: list[Tensor | None]) -> Tensor | None:
+    return None if parts[0] is None else torch.stack(parts)  # type: ignore[arg-type]
 
 
 @torch.no_grad()
-def build_plan(coords: Tensor, num_levels: int, k_conv: int, k_pool: int, p: float = 2.0,
-               keep_fraction: float = 0.25, backend: str = "auto") -> NeighbourPlan:
-    """Plan ``num_levels`` conv+pool levels and the final PointConv over shared ``[N, d]`` or per-example
-    ``[B, N, d]`` coordinates.
+def build_plan(coords: Tensor, levels: Sequence[LevelSpec], p: float = 2.0, keep_fraction: float = 0.25,
+               backend: str = "auto") -> NeighbourPlan:
+    """Plan the discriminator ``levels`` (see :class:`PlanLevel`) and the final PointConv over shared ``[N, d]`` or
+    per-example ``[B, N, d]`` coordinates.
 
-    Each level convolves at every point (``k_conv`` neighbours, clipped to the points available) and pools onto
-    ``ceil(N * keep_fraction)`` farthest-point queries (``k_pool`` neighbours).
+    Neighbour counts are clipped to the points available; pooling and striding keep ``ceil(N * keep_fraction)``
+    farthest-point queries.
     """
     if not 0.0 < keep_fraction <= 1.0:
         raise ValueError(f"keep_fraction must be in (0, 1], got {keep_fraction}")
-    if num_levels < 0:
-        raise ValueError(f"num_levels must be >= 0, got {num_levels}")
+    levels = [(str(m), int(k)) for m, k in levels]
+    for mode, k in levels:
+        if mode not in _MODES or k < 1:
+            raise ValueError(f"bad plan level ({mode!r}, {k}): mode must be one of {', '.join(_MODES)}, k >= 1")
     if coords.dim() == 2:
-        return _plan_one(coords, num_levels, k_conv, k_pool, p, keep_fraction, backend)
+        return _plan_one(coords, levels, p, keep_fraction, backend)
     if coords.dim() != 3:
         raise ValueError(f"coordinates must be [N, d] or [B, N, d], got {tuple(coords.shape)}")
-    plans = [_plan_one(c, num_levels, k_conv, k_pool, p, keep_fraction, backend) for c in coords]
-    levels = [PlanLevel(**{f.name: torch.stack([getattr(pl.levels[i], f.name) for pl in plans])
-                           for f in fields(PlanLevel) if f.init and f.name != "coord_scale"},
-                        coord_scale=max(pl.levels[i].coord_scale for pl in plans)) for i in range(num_levels)]
-    return NeighbourPlan(levels, torch.stack([pl.final_idx for pl in plans]),
+    plans = [_plan_one(c, levels, p, keep_fraction, backend) for c in coords]
+    stacked = [PlanLevel(levels[i][0], **{f.name: _stack([getattr(pl.levels[i], f.name) for pl in plans])
+                                          for f in fields(PlanLevel) if f.init and f.name not in ("mode", "coord_scale")},
+                         coord_scale=max(pl.levels[i].coord_scale for pl in plans)) for i in range(len(levels))]
+    return NeighbourPlan(stacked, torch.stack([pl.final_idx for pl in plans]),
                          torch.stack([pl.final_offsets for pl in plans]), shared=False)
 
 
@@ -330,17 +365,18 @@ class PlanCache:
         digest = hashlib.blake2b(coords.detach().cpu().contiguous().numpy().tobytes(), digest_size=16).hexdigest()
         return (tuple(coords.shape), str(coords.dtype), str(coords.device), digest, *settings)
 
-    def get(self, coords: Tensor, num_levels: int, k_conv: int, k_pool: int, p: float = 2.0,
+    def get(self, coords: Tensor, levels: Sequence[LevelSpec], p: float = 2.0,
             keep_fraction: float = 0.25) -> NeighbourPlan:
         """The cached plan for these coordinates and settings, building it on a miss."""
-        key = self.key(coords, num_levels, k_conv, k_pool, float(p), float(keep_fraction))
+        levels = tuple((str(m), int(k)) for m, k in levels)
+        key = self.key(coords, levels, float(p), float(keep_fraction))
         plan = self._plans.get(key)
         if plan is not None:
             self.hits += 1
             self._plans.move_to_end(key)
             return plan
         self.misses += 1
-        plan = build_plan(coords, num_levels, k_conv, k_pool, p, keep_fraction)
+        plan = build_plan(coords, levels, p, keep_fraction)
         self._plans[key] = plan
         if len(self._plans) > self.maxsize:
             self._plans.popitem(last=False)

@@ -567,7 +567,7 @@ def _build_plan(D: nn.Module, coords: torch.Tensor) -> Any:
     try:
         from nfd.neighbours import build_plan
 
-        return build_plan(coords, len(D.convs), D.k, D.k, D.p, D.keep_fraction)  # type: ignore[attr-defined]
+        return build_plan(coords, D.level_specs, D.p, D.keep_fraction)  # type: ignore[attr-defined]
     except AttributeError:  # another discriminator layout: go through its public interface
         return D.plan(coords)  # type: ignore[operator]
 
@@ -788,7 +788,7 @@ def table_t3(preset: str) -> Table:
                                                    shape.num_weights])),
                 "g_params": _count(G),
                 "d_kind": cfg.discriminator.kind,
-                "d_channels": "-".join(map(str, cfg.discriminator.channels)),
+                "d_channels": " ".join(cfg.discriminator.layers) or "-".join(map(str, cfg.discriminator.channels)),
                 "d_params": _count(D),
             })
     columns = ["config_preset", "dataset", "d", "k", "encoding", "function_mlp", "function_weights",

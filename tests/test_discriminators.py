@@ -33,26 +33,53 @@ def _perturb_bn_stats(model: torch.nn.Module) -> None:
             m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
 
 
-@pytest.mark.parametrize("name,res,d,k,num_points,sizes", [
-    ("mnist", 28, 2, 1, 0, [784, 196, 49, 13]),
-    ("celebahq64", 64, 2, 3, 0, [4096, 1024, 256, 64, 16]),
-    ("celebahq128", 128, 2, 3, 0, [16384, 4096, 1024, 256, 64, 16]),
-    ("shapenet_chairs", 32, 3, 1, 4096, [4096, 512, 64, 8]),
-])
-def test_paper_presets_build_and_run(name: str, res: int, d: int, k: int, num_points: int, sizes: list[int]) -> None:
+# Per preset: the levels (mode, out channels, neighbours), the points after each level, and the parameter count.
+# The counts of the three released configs were read off the authors' own PointConvDiscriminator built from their
+# configs/config_*.json (EmilienDupont/neural-function-distributions); MNIST has no released config, so it follows the
+# paper text (64, 128, 256, conv then pool, 3^d neighbours).
+PAPER_DISCRIMINATORS = {
+    "mnist": (28, 2, 1, 0, [("pool", 64, 9), ("pool", 128, 9), ("pool", 256, 9)], [784, 196, 49, 13], 665_793),
+    "celebahq64": (64, 2, 3, 0, [("pool", 64, 9), ("pool", 128, 9), ("pool", 256, 9), ("pool", 512, 9)],
+                   [4096, 1024, 256, 64, 16], 2_771_617),
+    "celebahq128": (128, 2, 3, 0, [("strided", 64, 9), ("pool", 128, 9), ("pool", 256, 9), ("pool", 512, 9),
+                                   ("pool", 1024, 9)], [16384, 4096, 1024, 256, 64, 16], 11_172_481),
+    "shapenet_chairs": (32, 3, 1, 4096, [("conv", 32, 8), ("pool", 64, 27), ("pool", 128, 27), ("pool", 256, 27)],
+                        [4096, 4096, 512, 64, 8], 699_217),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_DISCRIMINATORS))
+def test_paper_presets_pin_the_released_layers(name: str) -> None:
+    res, d, k, num_points, layers, sizes, params = PAPER_DISCRIMINATORS[name]
     cfg = preset(name).discriminator
     torch.manual_seed(0)
     D = build_discriminator(d, k, cfg).eval()
+    assert sum(p.numel() for p in D.parameters()) == params
+    assert [(mode, conv.out_ch, kk) for (mode, kk), conv in zip(D.level_specs, D.convs)] == layers
     coords = grid_coords(res, d)
     if num_points:
         coords = coords[torch.randperm(len(coords))[:num_points]]
     plan = D.plan(coords)
-    assert [sizes[0]] + [len(lv.query_idx) for lv in plan.levels] == sizes
-    assert [c.out_ch for c in D.convs] == cfg.channels
-    assert plan.levels[0].conv_idx.shape[1] == 3 ** d
+    n = [len(coords)]
+    for (mode, _, kk), lv in zip(layers, plan.levels):
+        # A strided level convolves at its queries only; the others at every point of the level.
+        assert lv.conv_idx.shape == ((len(lv.query_idx) if mode == "strided" else n[-1]), kk)
+        assert (lv.pool_idx is not None) == (mode == "pool")
+        n.append(n[-1] if lv.query_idx is None else len(lv.query_idx))
+    assert n == sizes
     with torch.no_grad():
         out = D(coords, torch.rand(2, len(coords), k) * 2 - 1, plan=plan)
     assert out.shape == (2,) and torch.isfinite(out).all()
+
+
+def test_layers_config_parses_and_rejects_bad_entries() -> None:
+    cfg = DiscriminatorConfig(layers=["conv:4:8", "strided:6", "pool:8:5"], weight_hidden=[8])
+    D = PointConvDiscriminator(2, 1, cfg)
+    assert D.level_specs == (("conv", 8), ("strided", 9), ("pool", 5))
+    assert [c.out_ch for c in D.convs] == [4, 6, 8]
+    for bad in (["pool"], ["max:8"], ["pool:0"], ["conv:8:x"], ["pool:8:3:1"]):
+        with pytest.raises(ConfigError, match="discriminator.layers"):
+            PointConvDiscriminator(2, 1, DiscriminatorConfig(layers=bad))
 
 
 def test_plan_is_cached_per_coordinate_content() -> None:
@@ -111,12 +138,30 @@ def test_per_example_coords_are_planned_per_example() -> None:
     torch.testing.assert_close(batched, singles)
 
 
-def test_naive_path_matches_fast_path() -> None:
+MIXED_LAYERS = ["conv:4:5", "strided:6", "pool:8"]
+"""Every layer mode in one list (the released configs' building blocks)."""
+
+
+@pytest.mark.parametrize("layers", [[], MIXED_LAYERS])
+def test_naive_path_matches_fast_path(layers: list[str]) -> None:
     g = torch.Generator().manual_seed(5)
-    D = _pointconv(2, 3).train()
+    D = _pointconv(2, 3, layers=layers).train()
     coords = torch.rand(90, 2, generator=g, dtype=torch.float64)
     feats = torch.randn(3, 90, 3, generator=g, dtype=torch.float64)
     torch.testing.assert_close(D(coords, feats, naive=True), D(coords, feats), rtol=1e-9, atol=1e-9)
+    # Per-example coordinates (each planned on its own) give the same numbers as the shared plan.
+    torch.testing.assert_close(D(coords.expand(3, -1, -1).clone(), feats), D(coords, feats))
+
+
+def test_mixed_layers_are_permutation_invariant() -> None:
+    g = torch.Generator().manual_seed(8)
+    D = _pointconv(2, 3, layers=MIXED_LAYERS)
+    _perturb_bn_stats(D)
+    D.eval()
+    coords = torch.rand(70, 2, generator=g, dtype=torch.float64)
+    feats = torch.randn(2, 70, 3, generator=g, dtype=torch.float64)
+    perm = torch.randperm(70, generator=g)
+    torch.testing.assert_close(D(coords[perm], feats[:, perm]), D(coords, feats), rtol=1e-9, atol=1e-9)
 
 
 def test_weight_mlps_run_once_per_layer_for_shared_coords() -> None:
@@ -177,4 +222,4 @@ def test_build_discriminator_kinds() -> None:
     assert isinstance(build_discriminator(2, 1, _small_cfg(kind="set")), SetDiscriminator)
     with pytest.raises(ConfigError):
         build_discriminator(2, 1, _small_cfg(kind="transformer"))
-    assert build_discriminator(2, 1, _small_cfg(neighbours=5)).k == 5
+    assert build_discriminator(2, 1, _small_cfg(neighbours=5)).level_specs == (("pool", 5), ("pool", 5))

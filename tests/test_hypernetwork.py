@@ -16,7 +16,8 @@ from nfd.hypernetwork import FunctionDistribution, HyperNetwork, hyperfan_in_var
 
 
 def _tiny(num_frequencies: int = 8) -> GeneratorConfig:
-    return GeneratorConfig(latent_dim=8, hidden=[16, 16], hyper_hidden=[32, 32],
+    """A small generator whose initial functions vary over x (hyperfan-in init), so comparisons mean something."""
+    return GeneratorConfig(latent_dim=8, hidden=[16, 16], hyper_hidden=[32, 32], init="hyperfan_in",
                            encoding=EncodingConfig(num_frequencies=num_frequencies, scale=1.0))
 
 
@@ -58,7 +59,7 @@ def test_hyperfan_in_variances_by_hand() -> None:
 def test_generated_weights_have_the_target_variance_per_layer() -> None:
     torch.manual_seed(0)
     shape = MLPShape(16, (32, 32), 2)
-    net = HyperNetwork(8, [64, 128], shape, slope=0.2, in_mean_square=0.5)
+    net = HyperNetwork(8, [64, 128], shape, slope=0.2, in_mean_square=0.5, init="hyperfan_in")
     with torch.no_grad():
         theta = net(torch.randn(4000, 8))
     target = hyperfan_in_variances(shape, 0.2, 0.5)
@@ -71,9 +72,10 @@ def test_generated_weights_have_the_target_variance_per_layer() -> None:
 
 
 @pytest.mark.parametrize("name, coord_dim, feature_dim", [("shapenet_chairs", 3, 1), ("celebahq64", 2, 3)])
-def test_initial_functions_are_well_scaled(name: str, coord_dim: int, feature_dim: int) -> None:
+def test_hyperfan_in_initial_functions_are_well_scaled(name: str, coord_dim: int, feature_dim: int) -> None:
     torch.manual_seed(0)
     cfg = preset(name).generator
+    cfg.init = "hyperfan_in"
     fd = FunctionDistribution(coord_dim, feature_dim, cfg)
     with torch.no_grad():
         params = fd.weights(fd.sample_latents(24))
@@ -84,15 +86,22 @@ def test_initial_functions_are_well_scaled(name: str, coord_dim: int, feature_di
     assert u.std(dim=1).median().item() > 0.2
 
 
-def test_default_pytorch_init_would_fail_the_scale_check() -> None:
-    """The chairs model with PyTorch's default Linear init gives nearly constant functions: the check can fail."""
-    torch.manual_seed(0)
-    fd = FunctionDistribution(3, 1, preset("shapenet_chairs").generator)
-    for m in fd.hypernet.modules():
-        if isinstance(m, torch.nn.Linear):
-            m.reset_parameters()
+def test_pytorch_init_is_torch_default_linear_init() -> None:
+    """The default init ('pytorch', the authors' choice) is nn.Linear's own: the same draws as freshly built
+    nn.Linear layers of the same shapes, in the same order, from the same seed."""
+    cfg = preset("shapenet_chairs").generator
+    torch.manual_seed(3)
+    fd = FunctionDistribution(3, 1, cfg)
+    torch.manual_seed(3)
+    widths = [cfg.latent_dim, *cfg.hyper_hidden, fd.shape.num_weights]
+    ref = [torch.nn.Linear(a, b) for a, b in zip(widths, widths[1:])]
+    ours = [m for m in fd.hypernet.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(ours) == len(ref)
+    for a, b in zip(ours, ref):
+        assert torch.equal(a.weight, b.weight) and torch.equal(a.bias, b.bias)
+    # ...which gives the chairs model nearly constant initial functions, unlike hyperfan-in (the check can fail).
     with torch.no_grad():
-        u = _pre_tanh(fd.weights(fd.sample_latents(24)), torch.rand(512, 3) * 2 - 1, fd.shape, 0.2)
+        u = _pre_tanh(fd.weights(fd.sample_latents(24)), torch.rand(512, 3) * 2 - 1, fd.shape, cfg.leaky_slope)
     assert u.std(dim=1).median().item() < 0.2
 
 
@@ -103,7 +112,7 @@ def test_forward_matches_independent_reference_and_naive_path() -> None:
     coords = torch.rand(50, 2) * 2 - 1
     y = fd(z, coords)
     assert y.shape == (5, 50, 3)
-    want = torch.tanh(_pre_tanh(fd.weights(z), fd.encoding(coords), fd.shape, 0.2))
+    want = torch.tanh(_pre_tanh(fd.weights(z), fd.encoding(coords), fd.shape, fd.slope))
     assert torch.allclose(y, want, atol=1e-5)
     assert torch.allclose(fd(z, coords, naive=True), y, atol=1e-5)
 

@@ -9,7 +9,7 @@ import torch
 
 from nfd import neighbours as nb
 from nfd.grid import grid_coords
-from nfd.neighbours import PlanCache, build_plan, canonical_knn, knn, knn_naive, select_queries
+from nfd.neighbours import PlanCache, build_plan, pool_levels, canonical_knn, knn, knn_naive, select_queries
 
 P_VALUES = [1.0, 2.0, math.inf, 3.0]
 
@@ -122,7 +122,7 @@ def test_fps_selects_distinct_points_and_handles_duplicates() -> None:
 
 def test_build_plan_shapes_and_offsets() -> None:
     coords = grid_coords(28, 2)
-    plan = build_plan(coords, num_levels=3, k_conv=9, k_pool=9, p=2.0, keep_fraction=0.25)
+    plan = build_plan(coords, pool_levels(3, 9), p=2.0, keep_fraction=0.25)
     sizes = [784]
     for level in plan.levels:
         n = sizes[-1]
@@ -143,7 +143,7 @@ def test_build_plan_shapes_and_offsets() -> None:
 
 
 def test_build_plan_clips_k_and_keeps_one_point() -> None:
-    plan = build_plan(torch.rand(5, 2), num_levels=3, k_conv=9, k_pool=9, keep_fraction=0.25)
+    plan = build_plan(torch.rand(5, 2), pool_levels(3, 9), keep_fraction=0.25)
     assert [lv.conv_idx.shape for lv in plan.levels] == [(5, 5), (2, 2), (1, 1)]
     assert plan.final_idx.shape == (1, 1)
 
@@ -151,10 +151,10 @@ def test_build_plan_clips_k_and_keeps_one_point() -> None:
 def test_build_plan_per_example_stacks_shared_plans() -> None:
     g = torch.Generator().manual_seed(6)
     coords = torch.rand(3, 50, 2, generator=g)
-    batched = build_plan(coords, 2, 9, 9)
+    batched = build_plan(coords, pool_levels(2, 9))
     assert not batched.shared
     for b in range(3):
-        single = build_plan(coords[b], 2, 9, 9)
+        single = build_plan(coords[b], pool_levels(2, 9))
         for lb, ls in zip(batched.levels, single.levels):
             assert torch.equal(lb.conv_idx[b], ls.conv_idx) and torch.equal(lb.pool_idx[b], ls.pool_idx)
             assert torch.equal(lb.query_idx[b], ls.query_idx)
@@ -164,11 +164,11 @@ def test_build_plan_per_example_stacks_shared_plans() -> None:
 def test_plan_cache_keys_on_content() -> None:
     cache = PlanCache(maxsize=2)
     a = grid_coords(10, 2)
-    p1 = cache.get(a, 2, 9, 9)
-    assert cache.get(a.clone(), 2, 9, 9) is p1 and (cache.hits, cache.misses) == (1, 1)
+    p1 = cache.get(a, pool_levels(2, 9))
+    assert cache.get(a.clone(), pool_levels(2, 9)) is p1 and (cache.hits, cache.misses) == (1, 1)
     b = a.clone()
     b[0, 0] += 1e-3
-    assert cache.get(b, 2, 9, 9) is not p1
-    assert cache.get(a, 2, 9, 4) is not p1  # other settings, other plan
+    assert cache.get(b, pool_levels(2, 9)) is not p1
+    assert cache.get(a, pool_levels(2, 4)) is not p1  # other settings, other plan
     assert cache.misses == 3
-    assert cache.get(a, 2, 9, 9) is not p1  # evicted (LRU of 2)
+    assert cache.get(a, pool_levels(2, 9)) is not p1  # evicted (LRU of 2)

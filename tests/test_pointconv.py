@@ -119,11 +119,11 @@ def test_shared_strategies_match_naive_through_double_backward(strategy: str) ->
     """Every form of the shared-neighbourhood PointConv equals the naive reference on a grid (where offsets recur,
     so 'grouped' merges pairs) in values, gradients and the second-order terms R1's penalty backpropagates."""
     from nfd.grid import grid_coords
-    from nfd.neighbours import build_plan
+    from nfd.neighbours import build_plan, pool_levels
 
     torch.manual_seed(4)
     coords = grid_coords(9, 2).double()
-    level = build_plan(coords, 1, 9, 9).levels[0]
+    level = build_plan(coords, pool_levels(1, 9)).levels[0]
     groups = level.conv_groups()
     assert len(groups.sizes) < 30 and sum(groups.sizes) == 81 * 9   # 25 offsets up to rounding
     conv = PointConv(2, 16, 6, [16, 16]).double().train()
@@ -145,13 +145,13 @@ def test_shared_strategies_match_naive_through_double_backward(strategy: str) ->
 
 def test_auto_strategy_picks_grouped_only_for_large_groups_and_wide_inputs() -> None:
     from nfd.grid import grid_coords
-    from nfd.neighbours import build_plan
+    from nfd.neighbours import build_plan, pool_levels
 
-    plan = build_plan(grid_coords(64, 2), 2, 9, 9)
+    plan = build_plan(grid_coords(64, 2), pool_levels(2, 9))
     wide, narrow = PointConv(2, 64, 8, [16]), PointConv(2, 3, 8, [16])
     assert wide.shared_strategy(64, 9, plan.levels[1].conv_groups) == "grouped"       # 74 offsets, 9,216 pairs
     assert narrow.shared_strategy(64, 9, plan.levels[0].conv_groups) != "grouped"     # 3 input channels
     assert plan.levels[0]._groups is None                       # ...so its groups were never computed
     assert wide.shared_strategy(64, 9, None) in ("weights", "factored")
-    few = build_plan(grid_coords(64, 2), 3, 9, 9).levels[2].conv_groups               # ~11 pairs per group
+    few = build_plan(grid_coords(64, 2), pool_levels(3, 9)).levels[2].conv_groups               # ~11 pairs per group
     assert wide.shared_strategy(64, 9, few) != "grouped"
