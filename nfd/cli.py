@@ -23,6 +23,7 @@ VERB_MODULES = [
     "nfd.metrics.cli",
     "nfd.tables",
     "nfd.bench",
+    "nfd.sweep",
     "nfd.pipeline",
 ]
 """Modules that define ``register(subparsers)``; each adds one verb (or a verb group) with full ``--help``."""

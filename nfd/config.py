@@ -121,6 +121,11 @@ class TrainConfig:
     """Auto-decoder only: std of the Gaussian prior of the per-example latents (small, see App. B.1)."""
     autodecoder_lr_latent: float = 1e-3
     """Auto-decoder only: Adam learning rate of the per-example latents."""
+    ema_beta: float = 0.0
+    """Exponential moving average of the generator's weights (StyleGAN's practice): after every G step,
+    G_ema = beta * G_ema + (1 - beta) * G. When on, sampling (model.pt, snapshots, previews, ``nfd sample``) uses
+    G_ema; training never does. Saved in checkpoints and resumed exactly. 0 keeps none (the authors' code keeps
+    none)."""
     checkpoint_every: int = 1000
     """Write a checkpoint every this many steps (and always at the end)."""
     sample_every: int = 500
@@ -422,6 +427,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"train.model must be 'gan' or 'autodecoder', got '{cfg.train.model}'")
     if cfg.train.r1_on not in ("logit", "sigmoid"):
         raise ConfigError(f"train.r1_on must be 'logit' or 'sigmoid', got '{cfg.train.r1_on}'")
+    if not 0.0 <= cfg.train.ema_beta < 1.0:
+        raise ConfigError(f"train.ema_beta must be in [0, 1), got {cfg.train.ema_beta}")
     if cfg.train.batch_size < 1:
         raise ConfigError("train.batch_size must be >= 1")
     if cfg.train.num_points < 0:

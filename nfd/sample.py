@@ -21,7 +21,8 @@ from nfd.models import build_generator, pick_device
 
 
 def load_generator(path: str | Path, device: str = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
-    """The generator of a checkpoint in eval mode, and the checkpoint's metadata (without the weights)."""
+    """The generator of a checkpoint in eval mode (its moving average G_ema when it has one: see
+    ``train.ema_beta``), and the checkpoint's metadata (without the weights)."""
     data = ckpt.load(path, map_location=device)
     cfg = ckpt.config_of(data, path)
     points = 1
@@ -30,11 +31,11 @@ def load_generator(path: str | Path, device: str = "cpu") -> tuple[torch.nn.Modu
     G = build_generator(cfg, int(data["coord_dim"]), int(data["feature_dim"]),
                         num_examples=int(data.get("num_examples", 0)), points_per_example=points)
     try:
-        G.load_state_dict(data["G"])
+        G.load_state_dict(data["G_ema"] if data.get("G_ema") is not None else data["G"])
     except RuntimeError as e:
         raise NfdError(f"{path}: generator weights do not fit the stored config ({str(e).splitlines()[0]})") from None
     G.to(device).eval()
-    meta = {k: v for k, v in data.items() if k not in ("G", "D", "opt_g", "opt_d", "rng")}
+    meta = {k: v for k, v in data.items() if k not in ("G", "G_ema", "D", "opt_g", "opt_d", "rng")}
     meta["cfg"] = cfg
     return G, meta
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import math
 import time
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from nfd.metrics_log import MetricsLog
 from nfd.models import build_discriminator_for, build_generator, pick_device
 from nfd.preview import save_preview
 
-METRIC_COLUMNS = ["step", "loss_d", "loss_g", "r1", "d_real", "d_fake", "step_time"]
+METRIC_COLUMNS = ["step", "loss_d", "loss_g", "r1", "d_real", "d_fake", "sat_fake", "sat_real", "step_time"]
 """Columns of ``metrics.tsv`` (GAN runs)."""
 AD_METRIC_COLUMNS = ["step", "loss", "recon", "prior", "step_time"]
 """Columns of ``metrics.tsv`` (auto-decoder runs)."""
@@ -127,7 +128,26 @@ def gan_step(G: torch.nn.Module, D: torch.nn.Module, opt_g: torch.optim.Optimize
     opt_g.zero_grad(set_to_none=True)            # G's gradients (the size of the hypernetwork) are free during D's step
     return {"loss_d": float(loss_d.detach()), "loss_g": float(loss_g.detach()), "r1": float(r1.detach()),
             "d_real": float(torch.sigmoid(real_logits.detach()).mean()),
-            "d_fake": float(torch.sigmoid(fake_logits.detach()).mean())}
+            "d_fake": float(torch.sigmoid(fake_logits.detach()).mean()),
+            "sat_fake": saturated_share(fake), "sat_real": saturated_share(real)}
+
+
+SATURATION = 0.99
+"""|feature| above this counts as saturated: tanh's gradient there is below 2% of its maximum."""
+
+
+def saturated_share(features: torch.Tensor) -> float:
+    """The share of feature values with |v| > :data:`SATURATION`: for the generator's outputs, the share whose tanh
+    passes (almost) no gradient; the real data's own share, logged beside it, says what it should be."""
+    return float((features.detach().abs() > SATURATION).float().mean())
+
+
+@torch.no_grad()
+def update_ema(ema: torch.nn.Module, model: torch.nn.Module, beta: float) -> None:
+    """ema <- beta * ema + (1 - beta) * model for every parameter (one fused pass); buffers are copied."""
+    torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1.0 - beta)
+    for b_ema, b in zip(ema.buffers(), model.buffers()):
+        b_ema.copy_(b)
 
 
 @dataclass
@@ -185,6 +205,9 @@ class Trainer:
         for module in (self.G, self.D):
             if module is not None:
                 distributed.broadcast_module(module, self.world)
+        self.G_ema: torch.nn.Module | None = None
+        if tc.ema_beta > 0 and tc.model == "gan":
+            self.G_ema = copy.deepcopy(self.G).requires_grad_(False).eval()
         fixed = step_generator(tc.seed, 0, stream=99)
         self.fixed_z = self.G.sample_latents(tc.num_fixed_samples, generator=fixed).to(self.device)
         self.step = 0
@@ -213,8 +236,16 @@ class Trainer:
         assert self.D is not None and self.opt_d is not None
         b = self.batch(step)
         g = step_generator(self.cfg.train.seed, step, stream=3, device=self.device)
-        return gan_step(self.G, self.D, self.opt_g, self.opt_d, b.coords, b.features, self.cfg.train, g,
-                        amp=self.cfg.train.amp, shard=(self.world.rank, self.world.size), sync=self._sync)
+        metrics = gan_step(self.G, self.D, self.opt_g, self.opt_d, b.coords, b.features, self.cfg.train, g,
+                           amp=self.cfg.train.amp, shard=(self.world.rank, self.world.size), sync=self._sync)
+        if self.G_ema is not None:
+            update_ema(self.G_ema, self.G, self.cfg.train.ema_beta)
+        return metrics
+
+    @property
+    def sampler(self) -> torch.nn.Module:
+        """The generator that samples: the moving average when ``train.ema_beta`` > 0, else G itself."""
+        return self.G_ema if self.G_ema is not None else self.G
 
     def _sync(self, module: torch.nn.Module) -> None:
         distributed.average_gradients(module, self.world)
@@ -240,6 +271,7 @@ class Trainer:
             "coord_dim": self.coord_dim, "feature_dim": self.feature_dim, "grid_shape": list(self.grid_shape),
             "num_examples": len(self.data), "data": str(self.data_path),
             "G": self.G.state_dict(), "D": self.D.state_dict() if self.D is not None else None,
+            "G_ema": self.G_ema.state_dict() if self.G_ema is not None else None,
             "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict() if self.opt_d is not None else None,
             "rng": {"torch": torch.get_rng_state()},
         }
@@ -251,7 +283,8 @@ class Trainer:
     def save_snapshot(self) -> Path:
         """The generator alone at this step (what sampling needs), for `nfd evaluate progress`."""
         state = self.state()
-        keep = ("config", "model", "step", "coord_dim", "feature_dim", "grid_shape", "num_examples", "data", "G")
+        keep = ("config", "model", "step", "coord_dim", "feature_dim", "grid_shape", "num_examples", "data", "G",
+                "G_ema")
         path = self.snapshot_dir / f"step_{self.step:07d}.pt"
         ckpt.save(path, {k: state[k] for k in keep})
         return path
@@ -270,6 +303,10 @@ class Trainer:
                            f"k={self.feature_dim})")
         try:
             self.G.load_state_dict(data["G"])
+            if self.G_ema is not None:
+                if data.get("G_ema") is None:
+                    raise KeyError("the checkpoint holds no G_ema (it was trained without train.ema_beta)")
+                self.G_ema.load_state_dict(data["G_ema"])
             if self.D is not None:
                 self.D.load_state_dict(data["D"])
                 self.opt_d.load_state_dict(data["opt_d"])
@@ -346,11 +383,12 @@ class Trainer:
         from nfd.grid import grid_coords
 
         res = self.grid_shape[0]
-        was = self.G.training
-        self.G.eval()
+        G = self.sampler
+        was = G.training
+        G.eval()
         coords = grid_coords(res, self.coord_dim, device=self.device)
-        feats = self.G.evaluate(self.fixed_z, coords)
-        self.G.train(was)
+        feats = G.evaluate(self.fixed_z, coords)
+        G.train(was)
         vol = feats.reshape(feats.shape[0], *([res] * self.coord_dim), self.feature_dim).numpy()
         save_preview(vol, self.out / "samples" / f"step_{self.step:07d}.png", title=f"{self.cfg.name} step {self.step}")
 

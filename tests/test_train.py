@@ -22,16 +22,21 @@ def _cfg(*sets: str):
 def _state(t: Trainer) -> dict[str, torch.Tensor]:
     out = {f"G.{k}": v for k, v in t.G.state_dict().items()}
     out.update({f"D.{k}": v for k, v in t.D.state_dict().items()})
+    if t.G_ema is not None:
+        out.update({f"G_ema.{k}": v for k, v in t.G_ema.state_dict().items()})
     return out
 
 
-def test_resume_equals_uninterrupted(images_h5, tmp_path):
-    straight = Trainer(_cfg("steps=20"), images_h5, tmp_path / "a")
+@pytest.mark.parametrize("ema", ["0", "0.9"])
+def test_resume_equals_uninterrupted(images_h5, tmp_path, ema):
+    sets = [f"train.ema_beta={ema}"]
+    straight = Trainer(_cfg("steps=20", *sets), images_h5, tmp_path / "a")
     straight.fit(progress=False)
-    first = Trainer(_cfg("steps=10"), images_h5, tmp_path / "b")
+    first = Trainer(_cfg("steps=10", *sets), images_h5, tmp_path / "b")
     first.fit(progress=False)
-    resumed = Trainer(_cfg("steps=20"), images_h5, tmp_path / "b")
+    resumed = Trainer(_cfg("steps=20", *sets), images_h5, tmp_path / "b")
     resumed.fit(resume=True, progress=False)
+    assert (straight.G_ema is not None) == (ema != "0")
     assert resumed.step == straight.step == 20
     a, b = _state(straight), _state(resumed)
     assert a.keys() == b.keys()
@@ -40,6 +45,27 @@ def test_resume_equals_uninterrupted(images_h5, tmp_path):
     # the metrics file continues: one row per step, no duplicates
     rows = (tmp_path / "b" / "metrics.tsv").read_text().strip().splitlines()[1:]
     assert [int(r.split("\t")[0]) for r in rows] == list(range(1, 21))
+
+
+def test_ema_follows_its_recurrence_and_is_what_samples(images_h5, tmp_path):
+    """G_ema after each step equals the recurrence e <- b e + (1 - b) G computed by hand from G's weights, and
+    model.pt samples from it."""
+    from nfd.sample import load_generator
+
+    beta = 0.75
+    t = Trainer(_cfg("steps=1", f"train.ema_beta={beta}"), images_h5, tmp_path / "r")
+    expect = {k: v.clone() for k, v in t.G.state_dict().items()}
+    for n in (1, 2, 3):
+        t.total_steps = n
+        t.fit(progress=False)
+        for k, v in t.G.state_dict().items():
+            expect[k] = beta * expect[k] + (1 - beta) * v
+    for k, v in t.G_ema.state_dict().items():
+        torch.testing.assert_close(v, expect[k], rtol=1e-6, atol=1e-7)
+    assert not all(torch.equal(v, t.G.state_dict()[k]) for k, v in t.G_ema.state_dict().items())
+    G, _ = load_generator(tmp_path / "r" / "model.pt")
+    for k, v in G.state_dict().items():
+        assert torch.equal(v, t.G_ema.state_dict()[k]), k
 
 
 def test_a_different_seed_differs(images_h5, tmp_path):
