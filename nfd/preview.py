@@ -1,4 +1,6 @@
-"""Quick-look PNG grids of samples: images as they are, 3D occupancy as a front view from +z (depth-shaded, +y up).
+"""Quick-look PNG grids of samples: images as they are; 3D occupancy as a front view from +z (depth-shaded, +y up)
+beside the field's raw values on the middle x-slice (grey levels kept: a saturated, near-binary field shows as pure
+black and white there, a soft one in greys).
 
 Used for the periodic fixed-latent grids of training; the paper figures use real meshes and renders instead.
 """
@@ -27,6 +29,10 @@ def to_image(sample: np.ndarray) -> np.ndarray:
     first = np.where(occ.any(axis=2), occ.argmax(axis=2), z)
     shade = np.where(first < z, 40 + 170 * first / max(z - 1, 1), 255).astype(np.uint8)
     img = shade.T[::-1]  # rows = y from top (high y) to bottom, columns = x
+    # the middle x-slice (a side view: rows = y from the top, columns = z), occupied dark, empty white, soft grey
+    side = (1.0 - (np.clip(sample[sample.shape[0] // 2, :, :, 0], -1, 1) + 1) / 2) * 255
+    gap = np.full((img.shape[0], 1), 255, np.uint8)
+    img = np.concatenate([img, gap, side[::-1].astype(np.uint8)], axis=1)
     return np.repeat(img[..., None], 3, axis=2)
 
 

@@ -15,6 +15,16 @@ def test_3d_preview_orientation_and_depth():
     assert img[4, 0] == 255 and img[0, 7] == 255        # empty rays are white
 
 
+def test_3d_preview_keeps_grey_levels_on_the_middle_slice():
+    v = -np.ones((8, 8, 8, 1))
+    v[4, 6, 1] = 1.0          # occupied, high y, near the back (low z)
+    v[4, 2, 5] = 0.0          # half-way: grey
+    img = to_image(v)[..., 0]
+    assert img.shape == (8, 8 + 1 + 8)
+    side = img[:, 9:]        # rows = y from the top, columns = z
+    assert side[7 - 6, 1] == 0 and side[7 - 2, 5] == 127 and side[0, 0] == 255
+
+
 def test_2d_preview_maps_minus_one_to_black():
     s = np.full((4, 4, 1), -1.0)
     s[0, 0] = 1.0
