@@ -10,7 +10,8 @@ import trimesh
 
 from nfd.cli import main
 from nfd.errors import NfdError
-from nfd.mesh import EmptySurfaceError, export_meshes, extract_mesh
+from nfd.mesh import (SMOOTH_ITERATIONS, EmptySurfaceError, export_meshes, extract_mesh, point_to_surface_distance,
+                      smooth_mesh, surface_chamfer)
 
 RADIUS = 0.6
 
@@ -59,6 +60,64 @@ def test_sphere_occupancy_is_closed_and_outward(res):
     assert 1.0 < mesh.area / (4 * np.pi * RADIUS**2) < 1.12
     dots = np.einsum("ij,ij->i", mesh.vertex_normals, mesh.vertices)
     assert dots.mean() > 0.9 * RADIUS and np.mean(dots > 0) > 0.99
+
+
+def _normal_deviation_deg(mesh: trimesh.Trimesh) -> float:
+    """Mean angle between the vertex normals and the sphere's analytic normal (the radial direction)."""
+    radial = mesh.vertices / np.linalg.norm(mesh.vertices, axis=1, keepdims=True)
+    cos = np.clip(np.einsum("ij,ij->i", mesh.vertex_normals, radial), -1.0, 1.0)
+    return float(np.degrees(np.arccos(cos)).mean())
+
+
+@pytest.mark.parametrize("res", [32, 48])
+def test_smoothing_a_voxelised_sphere_removes_terraces_and_keeps_the_shape(res):
+    """A binary sphere (like near-binary sampled occupancies) meshes into one-voxel terraces; the default smoothing
+    flattens them (radii and normals closer to the sphere's) while the surface moves by a small fraction of a voxel
+    and the volume stays put."""
+    x, y, z = _grid(res)
+    occ = np.where(x**2 + y**2 + z**2 < RADIUS**2, 1.0, -1.0).astype(np.float32)
+    raw = extract_mesh(occ)
+    smooth = smooth_mesh(raw, SMOOTH_ITERATIONS)
+    voxel = 2.0 / (res - 1)
+
+    assert np.array_equal(smooth.faces, raw.faces) and smooth.is_watertight
+    r_raw, r_smooth = (np.linalg.norm(m.vertices, axis=1) for m in (raw, smooth))
+    assert r_smooth.std() < 0.7 * r_raw.std()                                  # terraces: spread of radii down
+    assert np.abs(r_smooth - RADIUS).mean() < 0.7 * np.abs(r_raw - RADIUS).mean()
+    assert _normal_deviation_deg(smooth) < 0.6 * _normal_deviation_deg(raw)      # normals closer to the analytic ones
+    assert surface_chamfer(smooth, raw) < 0.25 * voxel                           # the shape stays where it was
+    assert smooth.volume == pytest.approx(raw.volume, rel=0.01)                  # Taubin does not shrink it
+    assert smooth.volume == pytest.approx(4 / 3 * np.pi * RADIUS**3, rel=0.04)
+
+
+def test_smoothing_zero_iterations_is_the_identity_and_bad_parameters_raise():
+    raw = extract_mesh(_sphere_sdf(24))
+    same = smooth_mesh(raw, 0)
+    np.testing.assert_array_equal(same.vertices, raw.vertices)
+    assert same is not raw
+    with pytest.raises(NfdError, match=">= 0"):
+        smooth_mesh(raw, -1)
+    with pytest.raises(NfdError, match="mu < -lambda"):
+        smooth_mesh(raw, 2, lamb=0.5, mu=-0.4)
+
+
+def test_point_to_surface_distance_is_exact_on_a_box():
+    box = trimesh.creation.box(extents=(2.0, 2.0, 2.0))  # [-1, 1]^3, 12 large triangles
+    rng = np.random.default_rng(0)
+    pts = rng.uniform(-2.0, 2.0, size=(2000, 3))
+    outside = np.linalg.norm(np.maximum(np.abs(pts) - 1.0, 0.0), axis=1)
+    inside = np.min(1.0 - np.abs(pts), axis=1)
+    expected = np.where(np.all(np.abs(pts) <= 1.0, axis=1), inside, outside)
+    np.testing.assert_allclose(point_to_surface_distance(pts, box), expected, atol=1e-12)
+
+
+def test_surface_chamfer_is_zero_for_the_same_surface_and_measures_an_offset():
+    mesh = extract_mesh(_sphere_sdf(32))
+    assert surface_chamfer(mesh, mesh.copy()) < 1e-12
+    moved = mesh.copy()
+    moved.apply_translation([0.01, 0.0, 0.0])
+    # a small shift of a sphere: mean distance to the other surface = 0.01 * mean |cos| over the sphere = 0.005
+    assert surface_chamfer(moved, mesh) == pytest.approx(0.005, rel=0.05)
 
 
 def test_level_moves_the_surface():
@@ -160,6 +219,47 @@ def test_export_meshes_writes_files_and_summary(tmp_path, fmt):
     assert box.vertices[:, 1].min() > 0.1  # axes survive the round trip through the file
 
 
+def test_export_meshes_smoothing_is_recorded_with_its_chamfer_distance(tmp_path):
+    samples = tmp_path / "samples.npz"
+    _write_samples(samples)
+    raw = export_meshes(samples, tmp_path / "raw")
+    assert raw["smoothing"]["iterations"] == 0 and raw["smoothing"]["chamfer_to_unsmoothed"] is None
+    assert all("chamfer_to_unsmoothed" not in r for r in raw["samples"])
+
+    summary = export_meshes(samples, tmp_path / "smooth", smooth_iterations=SMOOTH_ITERATIONS)
+    sm = summary["smoothing"]
+    assert sm["method"] == "taubin" and sm["iterations"] == SMOOTH_ITERATIONS
+    assert sm["lambda"] > 0 > sm["mu"]
+    meshed = [r for r in summary["samples"] if not r["empty"]]
+    per_mesh = [r["chamfer_to_unsmoothed"] for r in meshed]
+    assert len(per_mesh) == 2 and all(0 < c < 0.01 for c in per_mesh)
+    assert sm["chamfer_to_unsmoothed"]["mean"] == pytest.approx(np.mean(per_mesh))
+    assert sm["chamfer_to_unsmoothed"]["max"] == pytest.approx(max(per_mesh))
+    assert 0 < sm["chamfer_to_unsmoothed"]["max_voxels"] < 0.5
+    assert "bounding-box diagonal" in sm["chamfer_to_unsmoothed"]["definition"]
+    for rec in meshed:  # same triangles, moved vertices, still closed
+        a = trimesh.load(tmp_path / "raw" / rec["file"], force="mesh", process=False)
+        b = trimesh.load(tmp_path / "smooth" / rec["file"], force="mesh", process=False)
+        assert np.array_equal(a.faces, b.faces) and not np.allclose(a.vertices, b.vertices) and rec["watertight"]
+    assert json.loads((tmp_path / "smooth" / "summary.json").read_text()) == summary
+
+
+def test_cli_mesh_smooths_by_default_and_prints_the_chamfer_distance(tmp_path, capsys):
+    samples = tmp_path / "samples.npz"
+    _write_samples(samples)
+    assert main(["mesh", "--samples", str(samples), "--out", str(tmp_path / "a")]) == 0
+    out = capsys.readouterr().out
+    assert f"Taubin smoothing, {SMOOTH_ITERATIONS} iterations" in out and "Chamfer distance" in out
+    assert "bounding-box diagonal" in out and "voxels" in out
+    assert json.loads((tmp_path / "a" / "summary.json").read_text())["smoothing"]["iterations"] == SMOOTH_ITERATIONS
+    assert main(["mesh", "--samples", str(samples), "--out", str(tmp_path / "b"), "--smooth-iterations", "0"]) == 0
+    assert "no smoothing" in capsys.readouterr().out
+    assert json.loads((tmp_path / "b" / "summary.json").read_text())["smoothing"]["method"] == "none"
+    with pytest.raises(SystemExit) as exc:
+        main(["mesh", "--samples", str(samples), "--out", str(tmp_path / "c"), "--smooth-iterations", "-1"])
+    assert exc.value.code == 2 and ">= 0" in capsys.readouterr().err
+
+
 def test_export_is_atomic(tmp_path, monkeypatch):
     """A crash while writing a mesh leaves neither a partial file nor a temporary one."""
     samples = tmp_path / "samples.npz"
@@ -191,7 +291,7 @@ def test_cli_mesh_help(capsys):
         main(["mesh", "--help"])
     assert exc.value.code == 0
     text = capsys.readouterr().out
-    for flag in ("--samples", "--out", "--level", "--format", "summary.json"):
+    for flag in ("--samples", "--out", "--level", "--format", "--smooth-iterations", "summary.json"):
         assert flag in text
 
 

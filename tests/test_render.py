@@ -162,6 +162,51 @@ def test_fallback_chain_in_a_fresh_process(tmp_path):
         assert "OSMesa unavailable (" in proc.stderr
 
 
+def _terraced_sphere(res: int = 40, radius: float = 0.6) -> trimesh.Trimesh:
+    from nfd.mesh import extract_mesh
+
+    axis = np.linspace(-1.0, 1.0, res)
+    x, y, z = np.meshgrid(axis, axis, axis, indexing="ij")
+    return extract_mesh(np.where(x**2 + y**2 + z**2 < radius**2, 1.0, -1.0).astype(np.float32))
+
+
+def test_shading_normals_smooth_terraces_keep_creases_and_never_move_the_surface():
+    sphere = _terraced_sphere()
+    before = sphere.vertices.copy()
+    radial = sphere.vertices / np.linalg.norm(sphere.vertices, axis=1, keepdims=True)
+
+    def deviation(normals):
+        return np.degrees(np.arccos(np.clip(np.einsum("ij,ij->i", normals, radial), -1, 1))).mean()
+
+    raw = render.shading_normals(sphere, 0)
+    smooth = render.shading_normals(sphere, render.NORMAL_SMOOTHING)
+    np.testing.assert_allclose(np.linalg.norm(smooth, axis=1), 1.0)
+    assert deviation(smooth) < 0.4 * deviation(raw)  # the voxel terraces' normals pulled towards the sphere's
+    np.testing.assert_array_equal(sphere.vertices, before)
+
+    # a cube's corners: neighbouring normals 70 degrees apart, beyond the feature angle, so nothing is averaged
+    cube = trimesh.creation.box()
+    np.testing.assert_allclose(render.shading_normals(cube, 50), cube.vertex_normals)
+
+
+@pytest.mark.parametrize("backend", ["auto", "matplotlib"])
+def test_normal_smoothing_changes_the_shading_not_the_silhouette(backend):
+    sphere = _terraced_sphere()
+    plain = render_mesh(sphere, size=SIZE, backend=backend)
+    smooth = render_mesh(sphere, size=SIZE, backend=backend, normal_smoothing=render.NORMAL_SMOOTHING)
+    touched = [np.any(img < 255, axis=-1) for img in (plain, smooth)]  # any coverage, antialiased edges included
+    assert np.mean(touched[0] != touched[1]) < 0.002
+    assert not np.array_equal(plain, smooth)
+    inside = _mask(plain) & _mask(smooth)
+    # terraces show as ripples of brightness: the smoothed shading varies less between neighbouring pixels
+    def ripple(img):
+        g = img.astype(float).mean(axis=-1)
+        both = inside[:, 1:] & inside[:, :-1]
+        return np.abs(np.diff(g, axis=1))[both].mean()
+
+    assert ripple(smooth) < ripple(plain)
+
+
 def test_bad_meshes_raise():
     with pytest.raises(NfdError, match="no faces"):
         render_mesh(trimesh.Trimesh())
@@ -192,7 +237,7 @@ def test_cli_render_help_and_errors(tmp_path, capsys):
         main(["render", "--help"])
     assert exc.value.code == 0
     text = capsys.readouterr().out
-    for flag in ("--meshes", "--out", "--size", "--backend"):
+    for flag in ("--meshes", "--out", "--size", "--backend", "--normal-smoothing"):
         assert flag in text
 
     assert main(["render", "--meshes", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
