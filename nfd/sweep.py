@@ -171,13 +171,32 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def previous_rows(out: Path) -> list[dict[str, str]]:
+    """The rows of an existing ``OUT/sweep.tsv``, so that sweeps run in parts (e.g. one seed at a time, side by side
+    with another preset's) add up to one table."""
+    path = out / "sweep.tsv"
+    if not path.is_file():
+        return []
+    lines = path.read_text().splitlines()
+    head = lines[0].split("\t")
+    return [dict(zip(head, line.split("\t"))) for line in lines[1:] if line]
+
+
 def write_table(out: Path, runs: list[Run], header: dict[str, Any]) -> None:
-    """``OUT/sweep.tsv`` (one row per run) and ``OUT/sweep.md`` (the same table, with the sweep's settings)."""
+    """``OUT/sweep.tsv`` (one row per run, earlier rows of other runs kept) and ``OUT/sweep.md`` (the same table,
+    with this invocation's settings)."""
     keys: list[str] = []
     for r in runs:
         keys += [k for k in r.results if k not in keys]
     cols = ["run", "seed", "threads", "train_s", "status", *keys]
-    rows = [[r.name, r.seed, r.threads, round(r.wall_s, 1), r.status, *[r.results.get(k) for k in keys]] for r in runs]
+    names = {r.name for r in runs}
+    old = [row for row in previous_rows(out) if row.get("run") not in names]
+    for row in old:
+        cols += [k for k in row if k not in cols]
+    rows = [[row.get(c, "") for c in cols] for row in old]
+    rows += [[r.name, r.seed, r.threads, round(r.wall_s, 1), r.status, *[r.results.get(k) for k in cols[5:]]]
+             for r in runs]
+    rows.sort(key=lambda row: (int(row[2]), int(row[1])))
     with atomic_path(out / "sweep.tsv") as tmp:
         tmp.write_text("\t".join(cols) + "\n" + "".join("\t".join(_fmt(v) for v in row) + "\n" for row in rows))
     lines = [f"# Sweep: {header['preset']}", ""]
