@@ -205,9 +205,18 @@ def _preset_shapenet_chairs() -> Config:
 
 
 def _preset_demo_mnist() -> Config:
-    """A CPU-sized MNIST model that learns recognisable digits in minutes."""
+    """A CPU-sized MNIST model (smaller discriminator, batch 32, 1,000 steps) with one departure from the authors'
+    setup: R1 on D's logit instead of its sigmoid.
+
+    Measured, 1,000 steps, one thread, seed 0 (classifier FD against the test split; real-data floor ~13): R1 on the
+    sigmoid with this initialisation scored FD 340, on the logit 77 (recognisable digits, grey edges kept: 83% of
+    pixels saturated against the data's 79%); doubling both learning rates 82; a generator EMA (beta 0.995) 89 (it
+    lags a model that is still improving fast: FD fell 506, 226, 142, 77 at steps 250-1000). The multi-seed,
+    multi-thread sweep is in results/benchmarks/sweeps/.
+    """
     c = _preset_mnist()
     c.name = "demo_mnist"
+    c.train.r1_on = "logit"
     c.discriminator.channels = [32, 64, 128]
     c.train.batch_size, c.train.steps, c.train.num_points = 32, 1000, 0
     c.train.checkpoint_every, c.train.sample_every, c.train.keep_every = 250, 250, 250
@@ -215,16 +224,21 @@ def _preset_demo_mnist() -> Config:
 
 
 def _preset_demo_chairs() -> Config:
-    """A CPU-sized chairs model: fewer points and channels, 2x the paper's learning rates with a D/G ratio of 2.5.
+    """A CPU-sized chairs model: fewer points (2,048) and channels (32/64/128, conv then pool), batch 16, 1,500
+    steps, 2x the paper's learning rates with a D/G ratio of 2.5, and a generator EMA (beta 0.995) for sampling.
 
-    Measured on the synthetic chairs: at lr_d 4e-4 or 2e-4 the discriminator wins within 100 steps and the
-    generator collapses to empty volumes (tanh saturated); the paper's 2e-5/8e-5 is stable but slow for minutes.
+    Measured on the synthetic chairs with an earlier initialisation: at lr_d 4e-4 or 2e-4 the discriminator wins
+    within 100 steps and the generator collapses to empty volumes. With the authors' setup (PyTorch init, R1 on the
+    sigmoid, LeakyReLU 0.1), seed 0, one thread: COV 0.37, MMD 0.026, 1-NNA 0.995 without the EMA, 0.38 / 0.023 /
+    0.990 with it (same training run: the EMA only changes what samples). The multi-seed, multi-thread sweep is in
+    results/benchmarks/sweeps/.
     """
     c = _preset_shapenet_chairs()
     c.name = "demo_chairs"
     c.discriminator.channels, c.discriminator.layers = [32, 64, 128], []
     c.train.batch_size, c.train.steps, c.train.num_points = 16, 1500, 2048
     c.train.lr_g, c.train.lr_d = 4e-5, 1e-4
+    c.train.ema_beta = 0.995
     c.train.checkpoint_every, c.train.sample_every, c.train.keep_every = 250, 250, 500
     return c
 

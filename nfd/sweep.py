@@ -136,6 +136,12 @@ def _schedule(runs: list[Run], cores: int, args: argparse.Namespace) -> None:
         used = sum(r.threads for r, *_ in active)
         started = False
         for r in list(pending):
+            done = r.folder / "train_seconds.txt"
+            if args.reuse and (r.folder / "run" / "model.pt").is_file() and done.is_file():
+                r.wall_s, r.status = float(done.read_text()), "trained"
+                pending.remove(r)
+                print(f"nfd sweep: {r.name} reused ({r.wall_s:.0f} s)", flush=True)
+                continue
             if used + r.threads <= cores or not active:
                 r.folder.mkdir(parents=True, exist_ok=True)
                 log = open(r.folder / "log.txt", "w")
@@ -158,6 +164,8 @@ def _schedule(runs: list[Run], cores: int, args: argparse.Namespace) -> None:
             if proc.poll() is not None:
                 r.wall_s = time.perf_counter() - t0
                 r.status = "trained" if proc.returncode == 0 else f"train failed ({proc.returncode})"
+                if proc.returncode == 0:
+                    (r.folder / "train_seconds.txt").write_text(f"{r.wall_s:.1f}\n")
                 log.close()
                 active.remove(item)
                 print(f"nfd sweep: {r.name} {r.status} in {r.wall_s:.0f} s", flush=True)
@@ -247,6 +255,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", default=None, help="YAML overrides passed to every nfd train")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override for every run (repeatable)")
     p.add_argument("--steps", type=int, default=None, help="training steps (default: the preset's)")
+    p.add_argument("--reuse", action="store_true",
+                   help="do not retrain runs whose RUN/run/model.pt and RUN/train_seconds.txt exist; score them")
     p.add_argument("--classifier", type=Path, default=None, help="MNIST classifier (2D data: required)")
     p.add_argument("--num-samples", type=int, default=500, help="samples scored per run (use 100 for the chairs)")
     p.add_argument("--sample-seed", type=int, default=1, help="latent seed of the scored samples")
