@@ -209,7 +209,7 @@ def _preset_demo_mnist() -> Config:
     setup: R1 on D's logit instead of its sigmoid.
 
     Measured, 1,000 steps, one thread, seed 0 (classifier FD against the test split; real-data floor ~13): R1 on the
-    sigmoid with this initialisation scored FD 340, on the logit 77 (recognisable digits, grey edges kept: 83% of
+    sigmoid with this initialisation and slope scored FD 340 (an earlier measurement, same setup), on the logit 77 (recognisable digits, grey edges kept: 83% of
     pixels saturated against the data's 79%); doubling both learning rates 82; a generator EMA (beta 0.995) 89 (it
     lags a model that is still improving fast: FD fell 506, 226, 142, 77 at steps 250-1000). The multi-seed,
     multi-thread sweep is in results/benchmarks/sweeps/.
