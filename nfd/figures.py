@@ -1,7 +1,9 @@
 """The paper's figures, one function each in a registry, composed from samples (.npz) and renders (PNG folders).
 
 Every figure carries a title naming the data set, the preset and the resolution, so a demo figure is never taken
-for one of the paper's.
+for one of the paper's. Where the paper chose samples by eye (Fig. 6 and 9: "the best of 5 batches by visual
+inspection"; Fig. 11: failure cases), the choice here is automatic and the title names the criterion
+(``nfd.selection``): fig6/fig9 given several batches show the best one, fig11 the worst samples of all batches.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import json
 import math
 import textwrap
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -23,9 +26,21 @@ from PIL import Image  # noqa: E402
 from nfd.errors import NfdError  # noqa: E402
 from nfd.io import atomic_path  # noqa: E402
 from nfd.preview import grid_image  # noqa: E402
+from nfd import selection  # noqa: E402
 
-FIGURES: dict[str, Callable[[dict[str, Path], str], plt.Figure]] = {}
-"""Figure name -> function(inputs, title) returning a matplotlib figure."""
+
+@dataclass(frozen=True)
+class FigureOptions:
+    """Settings of the automatic sample choices (fig6/fig9 best batch, fig11 worst samples)."""
+
+    num_ref: int = 0  # reference examples of the test split the scores use; 0 = all of them
+    points: int = selection.SHAPE_POINTS  # surface points per chair for the Chamfer distance
+    worst: int = 4  # fig11: how many samples to show
+    seed: int = 0  # draws the references (as `nfd evaluate shapes --seed`) and the surface points
+
+
+FIGURES: dict[str, Callable[..., plt.Figure]] = {}
+"""Figure name -> function(inputs, title, opts=None) returning a matplotlib figure."""
 
 
 def figure(name: str) -> Callable:
@@ -86,7 +101,7 @@ def _panels(images: list[np.ndarray], names: list[str], title: str, width: float
 
 
 @figure("fig2")
-def fig2(inputs: dict[str, Path], title: str) -> plt.Figure:
+def fig2(inputs: dict[str, Path], title: str, opts: FigureOptions | None = None) -> plt.Figure:
     """Target, fit without and with Fourier features, with PSNRs."""
     ims, names = [], []
     target = inputs["rff"] / "target.png"
@@ -103,10 +118,38 @@ def fig2(inputs: dict[str, Path], title: str) -> plt.Figure:
     return _panels(ims, names, title)
 
 
+def _choose_batch(items: list, scores: list[np.ndarray], criterion: selection.Criterion, what: str) -> tuple[int, str]:
+    """Index of the best of several batches (``nfd.selection.best_batch``), printed with every batch's score, and
+    the words that say which it is."""
+    if len(scores) != len(items):
+        raise NfdError(f"{what}: {len(items)} batches to show but {len(scores)} scored")
+    best = selection.best_batch(scores)
+    print(f"nfd figure: {what}, batches scored by the mean {criterion.describe()}:\n"
+          f"{selection.format_batch_table(scores, best)}")
+    return best, f"batch {best + 1} of {len(items)}"
+
+
+def _best_of_note(num: int, criterion: selection.Criterion) -> str:
+    return f" - best of {num} batches: the lowest mean {criterion.describe()}"
+
+
 @figure("fig6")
-def fig6(inputs: dict[str, Path], title: str) -> plt.Figure:
-    ims = [grid_image(load_samples(inputs[k], 2)) for k in ("celebahq64", "celebahq128")]
-    return _panels(ims, ["CelebAHQ 64x64", "CelebAHQ 128x128"], title, width=6.0)
+def fig6(inputs: dict[str, Path], title: str, opts: FigureOptions | None = None) -> plt.Figure:
+    """CelebAHQ 64^2 and 128^2 samples. With several batches of each (``celebahq64_b0=NPZ``, ...), each panel shows
+    the batch nearest, on average, to the test images (``celebahq64_data=H5``, ``celebahq128_data=H5``)."""
+    opts = opts or FigureOptions()
+    ims, names, note = [], [], ""
+    for key, name in (("celebahq64", "CelebAHQ 64x64"), ("celebahq128", "CelebAHQ 128x128")):
+        batches = [load_samples(p, 2) for p in selection.batch_paths(inputs, key)]
+        shown = 0
+        if len(batches) > 1:
+            scores, criterion = selection.image_scores(batches, inputs[f"{key}_data"], opts.num_ref, opts.seed)
+            shown, which = _choose_batch(batches, scores, criterion, name)
+            name = f"{name}, {which}"
+            note = _best_of_note(len(batches), criterion)
+        ims.append(grid_image(batches[shown]))
+        names.append(name)
+    return _panels(ims, names, title + note, width=6.0)
 
 
 def _bicubic(sample: np.ndarray, size: int) -> np.ndarray:
@@ -118,7 +161,7 @@ def _bicubic(sample: np.ndarray, size: int) -> np.ndarray:
 
 
 @figure("fig7")
-def fig7(inputs: dict[str, Path], title: str) -> plt.Figure:
+def fig7(inputs: dict[str, Path], title: str, opts: FigureOptions | None = None) -> plt.Figure:
     """Training resolution, the same functions at higher resolution, and bicubic upsampling of the first."""
     low, high = load_samples(inputs["low"], 2), load_samples(inputs["high"], 2)
     if low.shape[0] != high.shape[0]:
@@ -140,7 +183,7 @@ MODEL_NAMES = {"mnist": "NFD (PointConv discriminator)", "mnist_autodecoder": "a
                "mnist_setdisc": "NFD (set discriminator)"}
 
 
-def _columns_figure(inputs: dict[str, Path], title: str) -> plt.Figure:
+def _columns_figure(inputs: dict[str, Path], title: str, opts: FigureOptions | None = None) -> plt.Figure:
     """Fig. 8 (all three models side by side), 12, 13 and 14 (one model each): one column of samples per input."""
     return _sample_columns(inputs, title, MODEL_NAMES)
 
@@ -149,10 +192,23 @@ for _name in ("fig8", "fig12", "fig13", "fig14"):
     FIGURES[_name] = _columns_figure
 
 
+def _chair_scores(inputs: dict[str, Path], opts: FigureOptions) -> tuple[list[np.ndarray], selection.Criterion]:
+    volumes = [load_samples(p, 3) for p in selection.batch_paths(inputs, "samples")]
+    return selection.shape_scores(volumes, inputs["data"], opts.num_ref, opts.points, opts.seed)
+
+
 @figure("fig9")
-def fig9(inputs: dict[str, Path], title: str) -> plt.Figure:
-    """A grid of rendered sampled chairs."""
-    tiles = _tile(load_renders(inputs["renders"]))
+def fig9(inputs: dict[str, Path], title: str, opts: FigureOptions | None = None) -> plt.Figure:
+    """A grid of rendered sampled chairs. With several batches (``renders_b0=DIR samples_b0=NPZ ... data=H5``), the
+    batch whose chairs are on average nearest to a test chair (``nfd.selection``)."""
+    opts = opts or FigureOptions()
+    renders = selection.batch_paths(inputs, "renders")
+    shown = 0
+    if len(renders) > 1:
+        scores, criterion = _chair_scores(inputs, opts)
+        shown, which = _choose_batch(renders, scores, criterion, "chairs")
+        title += f" ({which})" + _best_of_note(len(renders), criterion)
+    tiles = _tile(load_renders(renders[shown]))
     fig, ax = plt.subplots(figsize=(10, 10 * tiles.shape[0] / tiles.shape[1] + 0.6))
     ax.imshow(tiles)
     ax.axis("off")
@@ -162,11 +218,49 @@ def fig9(inputs: dict[str, Path], title: str) -> plt.Figure:
 
 
 @figure("fig10")
-def fig10(inputs: dict[str, Path], title: str) -> plt.Figure:
+def fig10(inputs: dict[str, Path], title: str, opts: FigureOptions | None = None) -> plt.Figure:
     """The same sampled chair at increasing resolutions."""
     keys = sorted(inputs, key=lambda k: int(k.lstrip("r")))
     ims = [load_renders(inputs[k])[0] for k in keys]
     return _panels(ims, [f"{k.lstrip('r')}^3" for k in keys], title)
+
+
+@figure("fig11")
+def fig11(inputs: dict[str, Path], title: str, opts: FigureOptions | None = None) -> plt.Figure:
+    """Failure cases: the ``opts.worst`` chairs of all batches (``samples[_bN]=NPZ renders[_bN]=DIR data=H5``) with
+    the largest squared Chamfer distance to their nearest test chair, worst first, each with its score."""
+    opts = opts or FigureOptions()
+    renders = selection.batch_paths(inputs, "renders")
+    scores, criterion = _chair_scores(inputs, opts)
+    if len(scores) != len(renders):
+        raise NfdError(f"fig11: {len(renders)} render folders but {len(scores)} samples files")
+    total = sum(len(s) for s in scores)
+    chosen = selection.worst_samples(scores, opts.worst)
+    print(f"nfd figure: fig11 shows the {len(chosen)} of {total} chairs with the largest {criterion.describe()}:")
+    tiles, names = [], []
+    for b, i, score in chosen:
+        where = f"batch {b + 1}, sample {i}" if len(renders) > 1 else f"sample {i}"
+        print(f"  {where}: {score:.6g}")
+        png = renders[b] / f"sample_{i:03d}.png"
+        if np.isfinite(score) and png.is_file():
+            tiles.append(np.asarray(Image.open(png).convert("RGB")))
+            names.append(f"{where}\nCD {score:.4f}")
+        else:  # no surface: nothing was rendered
+            tiles.append(None)
+            names.append(f"{where}\nno surface" if not np.isfinite(score) else f"{where}\n(no render)")
+    size = next((t.shape[:2] for t in tiles if t is not None), (256, 256))
+    tiles = [t if t is not None else np.full((*size, 3), 255, np.uint8) for t in tiles]
+    cols = min(len(tiles), 4)
+    rows = math.ceil(len(tiles) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 3.3 * rows + 1.0), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, im, name in zip(axes.ravel(), tiles, names):
+        ax.imshow(im)
+        ax.set_title(name, fontsize=9)
+    _suptitle(fig, f"{title} - the {len(chosen)} of {total} with the largest {criterion.describe()}", fontsize=10)
+    fig.tight_layout()
+    return fig
 
 
 def run_figure(args: argparse.Namespace) -> int:
@@ -180,8 +274,9 @@ def run_figure(args: argparse.Namespace) -> int:
         if not v.exists():
             raise NfdError(f"{v}: input '{k}' of {args.name} not found")
     title = f"{args.name}: {args.label}" if args.label else args.name
+    opts = FigureOptions(num_ref=args.num_ref, points=args.points, worst=args.worst, seed=args.seed)
     try:
-        fig = FIGURES[args.name](inputs, title)
+        fig = FIGURES[args.name](inputs, title, opts)
     except KeyError as e:
         raise NfdError(f"{args.name} needs input {e} (--input NAME=PATH)") from None
     with atomic_path(args.out) as tmp:
@@ -193,14 +288,47 @@ def run_figure(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("figure", help="compose one paper figure from samples and renders",
-                       description="Compose a paper figure (fig2, fig6, fig7, fig8, fig9, fig10, fig12, fig13, "
-                                   "fig14) from the outputs of fit-image, sample and render. Inputs are given as "
-                                   "NAME=PATH: fig2 rff=DIR plain=DIR; fig6 celebahq64=NPZ celebahq128=NPZ; "
+                       description="Compose a paper figure (fig2, fig6, fig7, fig8, fig9, fig10, fig11, fig12, "
+                                   "fig13, fig14) from the outputs of fit-image, sample and render. Inputs are given "
+                                   "as NAME=PATH: fig2 rff=DIR plain=DIR; fig6 celebahq64=NPZ celebahq128=NPZ; "
                                    "fig7 low=NPZ high=NPZ; fig8/12/13/14 EXPERIMENT=NPZ (one column each); "
-                                   "fig9 renders=DIR; fig10 rR=DIR per resolution R.")
+                                   "fig9 renders=DIR; fig10 rR=DIR per resolution R; fig11 samples=NPZ "
+                                   "renders=DIR data=H5. Several batches: number the inputs KEY_b0, KEY_b1, ... "
+                                   "(fig6 adds celebahq64_data=H5 celebahq128_data=H5, fig9 samples_bN=NPZ and "
+                                   "data=H5): fig6 and fig9 then show the best batch, fig11 the worst samples of "
+                                   "all. Chairs are scored by the squared Chamfer distance to the nearest test "
+                                   "chair (surface points of marching-cubes meshes), images by the mean squared "
+                                   "pixel difference to the nearest test image; the figure title names the "
+                                   "criterion and the log lists every score.")
     p.add_argument("name", choices=sorted(FIGURES), help="which figure")
     p.add_argument("--input", action="append", metavar="NAME=PATH", help="an input (repeatable)")
     p.add_argument("--out", required=True, help="output PNG")
     p.add_argument("--label", default="", help="subtitle: data set, preset and resolution")
     p.add_argument("--dpi", type=int, default=100, help="resolution of the PNG")
+    p.add_argument("--num-ref", type=_non_negative_int, default=0, metavar="N",
+                   help="test examples the scores compare with; 0 = the whole test split (default: 0)")
+    p.add_argument("--points", type=_positive_int, default=selection.SHAPE_POINTS, metavar="P",
+                   help=f"surface points per chair for the Chamfer distance (default: {selection.SHAPE_POINTS})")
+    p.add_argument("--worst", type=_positive_int, default=FigureOptions.worst, metavar="K",
+                   help=f"fig11: how many of the worst samples to show (default: {FigureOptions.worst})")
+    p.add_argument("--seed", type=_non_negative_int, default=0,
+                   help="draws the --num-ref references and the surface points, as `nfd evaluate shapes --seed` "
+                        "(default: 0)")
     p.set_defaults(func=run_figure)
+
+
+def _int_at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {value}")
+        return value
+
+    return parse
+
+
+_non_negative_int = _int_at_least(0)
+_positive_int = _int_at_least(1)

@@ -260,25 +260,59 @@ class Plan:
         self._add(Stage("evaluate", {"exp": exp}, cmd, deps, [out], metrics=[out]))
         return out
 
-    def _figure(self, fig: str, inputs: dict[str, str], label: str) -> None:
+    def _figure(self, fig: str, inputs: dict[str, str], label: str, args: list[str] | None = None,
+                params: list[str] | None = None) -> None:
         out = f"results/figures/{fig}.png"
         cmd = ["nfd", "figure", fig, "--out", out, "--label", f"{self.p['description']}: {label}"]
         for k, v in inputs.items():
             cmd += ["--input", f"{k}={v}"]
-        self._add(Stage("figure", {"fig": fig}, cmd, list(inputs.values()), [out]))
+        cmd += args or []
+        self._add(Stage("figure", {"fig": fig}, cmd, list(dict.fromkeys(inputs.values())), [out],
+                        params=params or []))
+
+    def selection(self) -> tuple[int, int]:
+        """(batches, worst) of ``figure_selection``: how many batches fig6/fig9 choose the best of (1 = the first
+        batch, no scoring), and how many of the worst chairs fig11 shows."""
+        sel = self.p.get("figure_selection", {})
+        return int(sel.get("batches", 1)), int(sel.get("worst", 4))
+
+    def _score_args(self) -> list[str]:
+        """The automatic choices use the references and points of the shape metrics (``eval``)."""
+        ev = self.p["eval"]
+        return ["--num-ref", str(ev["num_reference"]), "--points", str(ev["shape_points"]), "--seed", "0"]
+
+    def _chair_batches(self, res: int, num: int, seed: int, batches: int) -> dict[str, str]:
+        """Renders and samples of ``batches`` batches of chairs (seeds seed, seed + 1, ...), and the data they are
+        scored against; a single batch keeps the plain names."""
+        inputs: dict[str, str] = {}
+        for b in range(batches):
+            tag = "" if batches == 1 else f"_b{b}"
+            inputs[f"renders{tag}"] = self.renders("chairs", res, num, seed + b)
+            inputs[f"samples{tag}"] = self.samples("chairs", res, num, seed + b)
+        inputs["data"] = self.dataset(self.p["experiments"]["chairs"]["data"])
+        return inputs
 
     def _build(self) -> None:
         s = self.p["sample"]
         num, seed = s["num"], s["seed"]
         exps = self.p["experiments"]
+        batches, worst = self.selection()
+        sel_params = [f"presets.{self.preset}.figure_selection"] if "figure_selection" in self.p else []
         for fig in self.p["figures"]:
             if fig == "fig2":
                 self._figure(fig, {"rff": self.fit_image("rff"), "plain": self.fit_image("plain")},
                              f"one image ({self.p['fit_image']['image']}, {self.p['fit_image']['size']}^2)")
             elif fig == "fig6":
-                self._figure(fig, {"celebahq64": self.samples("celebahq64", 64, num, seed),
-                                   "celebahq128": self.samples("celebahq128", 128, num, seed)},
-                             "CelebAHQ 64^2 and 128^2 samples")
+                if batches == 1:
+                    self._figure(fig, {"celebahq64": self.samples("celebahq64", 64, num, seed),
+                                       "celebahq128": self.samples("celebahq128", 128, num, seed)},
+                                 "CelebAHQ 64^2 and 128^2 samples")
+                else:
+                    inputs = {}
+                    for exp, res in (("celebahq64", 64), ("celebahq128", 128)):
+                        inputs.update({f"{exp}_b{b}": self.samples(exp, res, num, seed + b) for b in range(batches)})
+                        inputs[f"{exp}_data"] = self.dataset(exps[exp]["data"])
+                    self._figure(fig, inputs, "CelebAHQ 64^2 and 128^2 samples", self._score_args(), sel_params)
             elif fig == "fig7":
                 exp = "celebahq64" if "celebahq64" in exps else "mnist"
                 res = 64 if exp == "celebahq64" else 28
@@ -292,8 +326,17 @@ class Plan:
                 self._figure(fig, {n: self.samples(n, 28, num, seed) for n in names}, "MNIST 28^2 samples")
             elif fig == "fig9":
                 res = max(self.p["chairs_resolutions"])
-                self._figure(fig, {"renders": self.renders("chairs", res, num, seed)},
-                             f"chairs sampled at {res}^3, marching cubes, rendered")
+                label = f"chairs sampled at {res}^3, marching cubes, rendered"
+                if batches == 1:
+                    self._figure(fig, {"renders": self.renders("chairs", res, num, seed)}, label)
+                else:
+                    self._figure(fig, self._chair_batches(res, num, seed, batches), label, self._score_args(),
+                                 sel_params)
+            elif fig == "fig11":
+                res = max(self.p["chairs_resolutions"])
+                self._figure(fig, self._chair_batches(res, num, seed, batches),
+                             f"failure cases of chairs sampled at {res}^3",
+                             [*self._score_args(), "--worst", str(worst)], sel_params)
             elif fig == "fig10":
                 inputs = {f"r{r}": self.renders("chairs", r, 1, seed + 1) for r in self.p["chairs_resolutions"]}
                 self._figure(fig, inputs, "one sampled chair at " + "/".join(f"{r}^3" for r in

@@ -44,3 +44,14 @@ def test_title_fits_a_one_column_figure(tmp_path):
     width = fig.get_figwidth() * fig.dpi
     assert 0 <= box.x0 and box.x1 <= width
     assert fig._suptitle.get_text().replace("\n", " ") == label
+
+
+def test_help_names_fig11_and_the_selection_flags(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit) as exc:
+        main(["figure", "--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    for word in ("fig11", "--worst", "--num-ref", "--points", "KEY_b0", "Chamfer"):
+        assert word in text

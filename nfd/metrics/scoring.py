@@ -76,30 +76,48 @@ def score_mnist(features: np.ndarray, data: str | Path, classifier: str | Path, 
     )
 
 
-def score_shapes(volumes: np.ndarray, data: str | Path, ref_split: str = "test", num_ref: int = 0,
-                 points: int = 2048, seed: int = 0, workers: int = -1,
-                 context: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The ``shapes3d`` record (COV, MMD, 1-NNA) of occupancy volumes ``[num, R, R, R]`` in [-1, 1] against
-    ``num_ref`` shapes of ``ref_split`` of ``data`` (all of them when 0)."""
-    from nfd.metrics.data import read_examples, split_indices
-    from nfd.metrics.registry import evaluate
-    from nfd.metrics.shapes3d import volumes_point_sets
+def reference_indices(data: str | Path, ref_split: str = "test", num_ref: int = 0, seed: int = 0) -> np.ndarray:
+    """The reference examples of ``ref_split``: all of them, or ``num_ref`` drawn (sorted) with ``seed``, as
+    ``nfd evaluate shapes`` draws them."""
+    from nfd.metrics.data import split_indices
 
-    info = _check_shape_data(data)
     idx = split_indices(data, ref_split)
     if num_ref:
         if num_ref > len(idx):
             raise NfdError(f"{data}: --num-ref {num_ref} but split {ref_split!r} has {len(idx)} shapes")
         idx = np.sort(np.random.default_rng(seed).choice(idx, size=num_ref, replace=False))
-    print(f"shapes: meshing {len(volumes)} samples ({volumes.shape[1]}^3) and {len(idx)} references "
-          f"({'x'.join(map(str, info.grid_shape))}), {points} points each", file=sys.stderr)
-    sample_sets = volumes_point_sets(volumes, points, seed=seed, role=0)
-    ref_sets = []
+    return idx
+
+
+def reference_point_sets(data: str | Path, idx: np.ndarray, points: int = 2048, seed: int = 0,
+                         ref_split: str = "test") -> list[np.ndarray | None]:
+    """Surface point sets of the reference shapes ``idx`` of 3D occupancy ``data`` (marching cubes at level 0)."""
+    from nfd.metrics.data import read_examples
+    from nfd.metrics.shapes3d import volumes_point_sets
+
+    ref_sets: list[np.ndarray | None] = []
     for start in range(0, len(idx), 256):  # read references in chunks to bound memory
         chunk = read_examples(data, idx[start : start + 256])[..., 0]
         ref_sets += volumes_point_sets(chunk, points, seed=seed, role=1, offset=start)
     if all(r is None for r in ref_sets):
         raise NfdError(f"{data}: no reference shape of split {ref_split!r} has a surface at level 0")
+    return ref_sets
+
+
+def score_shapes(volumes: np.ndarray, data: str | Path, ref_split: str = "test", num_ref: int = 0,
+                 points: int = 2048, seed: int = 0, workers: int = -1,
+                 context: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``shapes3d`` record (COV, MMD, 1-NNA) of occupancy volumes ``[num, R, R, R]`` in [-1, 1] against
+    ``num_ref`` shapes of ``ref_split`` of ``data`` (all of them when 0)."""
+    from nfd.metrics.registry import evaluate
+    from nfd.metrics.shapes3d import volumes_point_sets
+
+    info = _check_shape_data(data)
+    idx = reference_indices(data, ref_split, num_ref, seed)
+    print(f"shapes: meshing {len(volumes)} samples ({volumes.shape[1]}^3) and {len(idx)} references "
+          f"({'x'.join(map(str, info.grid_shape))}), {points} points each", file=sys.stderr)
+    sample_sets = volumes_point_sets(volumes, points, seed=seed, role=0)
+    ref_sets = reference_point_sets(data, idx, points, seed, ref_split)
     print(f"shapes: {sum(s is None for s in sample_sets)} of {len(sample_sets)} samples have no surface; computing "
           f"{len(sample_sets) + len(ref_sets)}^2 Chamfer distances", file=sys.stderr)
     return evaluate(
