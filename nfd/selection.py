@@ -127,7 +127,8 @@ def format_batch_table(scores: list[np.ndarray], chosen: int) -> str:
     for b, s in enumerate(scores):
         empty, mean = batch_key(s)
         mark = "  <- shown" if b == chosen else ""
-        lines.append(f"batch {b + 1}: mean {mean:.6g} over {len(s) - empty} samples, {empty} without a surface{mark}")
+        what = f"mean {mean:.6g} over {len(s) - empty} samples" if empty < len(s) else "no sample has a surface"
+        lines.append(f"batch {b + 1}: {what}, {empty} without a surface{mark}")
     return "\n".join(lines)
 
 
