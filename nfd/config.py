@@ -246,7 +246,8 @@ def _preset_demo_chairs() -> Config:
 def _preset_tiny() -> Config:
     """Seconds per run: for tests and the `tiny` pipeline preset; trains on images and 3D alike."""
     c = Config(name="tiny")
-    c.generator = GeneratorConfig(latent_dim=8, hidden=[16, 16], hyper_hidden=[32, 32],
+    # hyperfan-in: after a few steps PyTorch's init still gives near-constant functions (no chair surface to mesh)
+    c.generator = GeneratorConfig(latent_dim=8, hidden=[16, 16], hyper_hidden=[32, 32], init="hyperfan_in",
                                   encoding=EncodingConfig(num_frequencies=8, scale=1.0))
     c.discriminator.channels = [8, 16]
     c.discriminator.weight_hidden = [8, 8]
