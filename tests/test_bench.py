@@ -82,7 +82,8 @@ def test_bf16_autocast_step_tracks_float32():
     m_ref, m_amp = run_step(ref, 0), run_step(amp, 0, amp=True)
     for k in m_ref:
         assert m_amp[k] == pytest.approx(m_ref[k], rel=5e-2, abs=2e-2), k
-        assert m_amp[k] != m_ref[k], k                   # bf16 really ran: not bit-identical to float32
+        if k.startswith("loss"):
+            assert m_amp[k] != m_ref[k], k               # bf16 really ran: not bit-identical to float32
     a, b = _state(ref), _state(amp)
     for k in a:
         assert torch.isfinite(b[k]).all(), k
