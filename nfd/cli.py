@@ -29,6 +29,21 @@ VERB_MODULES = [
 """Modules that define ``register(subparsers)``; each adds one verb (or a verb group) with full ``--help``."""
 
 
+def int_at_least(low: int):
+    """An argparse ``type`` for integers >= ``low``, with a one-line error otherwise (shared by the verbs)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {value}")
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nfd",

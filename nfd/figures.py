@@ -23,6 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from nfd.cli import int_at_least  # noqa: E402
 from nfd.errors import NfdError  # noqa: E402
 from nfd.io import atomic_path  # noqa: E402
 from nfd.preview import grid_image  # noqa: E402
@@ -317,18 +318,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_figure)
 
 
-def _int_at_least(low: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {value}")
-        return value
-
-    return parse
-
-
-_non_negative_int = _int_at_least(0)
-_positive_int = _int_at_least(1)
+_non_negative_int = int_at_least(0)
+_positive_int = int_at_least(1)

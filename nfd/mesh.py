@@ -364,17 +364,10 @@ def _cmd_mesh(args: argparse.Namespace) -> int:
     return 0
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from nfd.cli import int_at_least
+
+    _non_negative_int = int_at_least(0)
     p = subparsers.add_parser(
         "mesh",
         help="mesh 3D occupancy samples with marching cubes",
