@@ -52,9 +52,11 @@ def test_layout_and_attributes(tmp_path):
         np.testing.assert_array_equal(f["features"][...], feats)
         assert f["labels"].dtype == np.int64
         a = f.attrs
-        assert a["format"] == FORMAT and a["format_version"] == 1 and a["resolution"] == 6
+        # strings are fixed-length UTF-8 bytes: they live in the checksummed object header, not the global heap
+        assert a["format"] == FORMAT.encode() and a["format_version"] == 1 and a["resolution"] == 6
         assert list(a["grid_shape"]) == [6, 6] and a["coord_dim"] == 2 and a["feature_dim"] == 3
-        assert a["split_seed"] == 3 and a["dataset"] == "toy" and a["nfd_version"]
+        assert a["split_seed"] == 3 and a["dataset"] == b"toy" and a["nfd_version"]
+        assert all(f[n].fletcher32 for n in ("coords", "features", "labels", "splits/train", "splits/val"))
         parts = [f[f"splits/{s}"][...] for s in ("train", "val", "test")]
     allidx = np.sort(np.concatenate(parts))
     np.testing.assert_array_equal(allidx, np.arange(20))  # disjoint and covering

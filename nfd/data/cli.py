@@ -152,7 +152,7 @@ def _cmd_synth_chairs(args: argparse.Namespace) -> int:
 def _cmd_info(args: argparse.Namespace) -> int:
     from nfd.data.h5format import read_attrs
 
-    attrs = read_attrs(args.file)
+    attrs = read_attrs(args.file, verify=args.verify)
     print(json.dumps(attrs, indent=1, default=str))
     return 0
 
@@ -252,7 +252,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sc.add_argument("--quiet", action="store_true", help="no progress bar")
     sc.set_defaults(func=_cmd_synth_chairs)
 
-    info = sub.add_parser("info", help="print the attributes of a processed file", description="Check a processed "
-                          "HDF5 file (format, version, shapes) and print its attributes as JSON.")
+    info = sub.add_parser("info", help="check a processed file and print its attributes", description="Check a "
+                          "processed HDF5 file (format, version, shapes, /coords against grid_shape; by default also "
+                          "every stored byte against its checksum) and print its attributes as JSON.")
     info.add_argument("file", metavar="FILE.h5")
+    info.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
+                      help="read every dataset so damaged chunks are found (default; --no-verify: metadata only)")
     info.set_defaults(func=_cmd_info)

@@ -3,6 +3,12 @@
 The HDF5 file is opened lazily, once per process: the DataLoader's workers (fork or spawn) each open their own
 handle on first access, and the dataset pickles without one. Metadata (coords, splits, attributes) is read once
 at construction; examples are read on demand, one chunk per example, so a batch never loads the whole file.
+Every read is verified (:class:`nfd.data.h5format.CheckedFile`): a damaged chunk stops training with one line
+naming the file and dataset instead of feeding it garbage.
+
+Memory: an item is ``num_points`` points (``0`` = all ``N`` of the grid, e.g. 32,768 for 32^3 chairs), so a batch
+holds ``batch x N x k`` features -- a few MB at most here; what ``0`` costs downstream (every point through the
+generator and discriminator) is the trainer's to bound, see :attr:`PointCloudDataset.bytes_per_item`.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from nfd.data.h5format import SPLITS, DataFormatError, open_checked, uint8_to_features
+from nfd.data.h5format import SPLITS, CheckedFile, DataFormatError, checksummed, open_checked, uint8_to_features
 
 
 class PointCloudDataset(Dataset):
@@ -34,6 +40,8 @@ class PointCloudDataset(Dataset):
             raise DataFormatError(f"{self.path}: unknown split {split!r} (choose from {', '.join((*SPLITS, 'all'))})")
         self.split = split
         with open_checked(self.path) as f:
+            self.checksummed = checksummed(f)
+            """Whether the file's datasets carry Fletcher32 checksums (False: written before checksums existed)."""
             self.attrs: dict[str, Any] = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
             self._coords_np = np.ascontiguousarray(f["coords"][...], dtype=np.float32)
             self.coords = torch.from_numpy(self._coords_np)
@@ -59,16 +67,16 @@ class PointCloudDataset(Dataset):
                 f"{self.path}: num_points={num_points} must be in [0, {self.num_points_total}] (0 = all points)"
             )
         self.num_points = num_points
+        self.bytes_per_item = (num_points or self.num_points_total) * (self.coord_dim + self.feature_dim) * 4
+        """float32 bytes of one item (coords + features): what ``num_points=0`` (all points) means in memory."""
         self._h5 = None
         self._pid: int | None = None
 
     # --- lazy, per-process file handle -------------------------------------------------------------------------
     def _features(self):
         if self._h5 is None or self._pid != os.getpid():
-            import h5py
-
             # After a fork the parent's handle must not be used (nor closed) by the child: open a fresh one.
-            self._h5 = h5py.File(self.path, "r")
+            self._h5 = CheckedFile(self.path)
             self._pid = os.getpid()
         return self._h5["features"]
 

@@ -10,6 +10,11 @@ Voxelisation (``voxelize_mesh``), all in voxel units where cell ``i`` spans ``[i
 Mesh coordinates map to grid axes unchanged (x -> 0, y -> 1, z -> 2): meshes are taken as y-up like ShapeNet's,
 ``up_axis="z"`` rotates z-up meshes first ((x, y, z) -> (x, z, -y)).
 
+Polygon faces (quads, pentagons, mixed) are fan-triangulated. OFF files are read here (trimesh's OFF reader
+fails on mixed polygon sizes under numpy 2: "The 'out' kwarg is necessary when using the string multiply
+ufunc"), and so are PLY files trimesh rejects (binary PLY with faces of several sizes: "PLY is unexpected
+length"); OBJ and the rest go through trimesh. A file that cannot be read is skipped with a one-line reason.
+
 Bad meshes do not stop the run: unreadable or empty ones are skipped, non-watertight ones are voxelised anyway
 (their interior is filled only where the voxel shell is closed); both are reported (``skipped`` and
 ``not_watertight`` attributes and the summary). Only a folder with no usable mesh at all is an error.
@@ -66,16 +71,186 @@ def voxelize_mesh(mesh, resolution: int = 32, up_axis: str = "y") -> np.ndarray:
     return ndi.binary_fill_holes(vox)
 
 
+def fan_triangulate(polygons: list[list[int]]) -> np.ndarray:
+    """Triangles ``[T, 3]`` of polygons as fans around their first vertex (exact for convex planar polygons)."""
+    tris = [(f[0], f[i], f[i + 1]) for f in polygons for i in range(1, len(f) - 1)]
+    return np.asarray(tris, dtype=np.int64).reshape(-1, 3)
+
+
+def _check_faces(faces: np.ndarray, num_vertices: int) -> None:
+    if len(faces) and (faces.min() < 0 or faces.max() >= num_vertices):
+        bad = int(faces.max() if faces.max() >= num_vertices else faces.min())
+        raise ValueError(f"a face uses vertex {bad}, the file has {num_vertices} vertices")
+
+
+def read_off(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Vertices ``[V, 3]`` and fan-triangulated faces of an ASCII OFF file (also COFF/NOFF/CNOFF: extra columns
+    such as colours and normals are ignored). Raises ValueError with a plain reason."""
+    lines = []
+    for raw in Path(path).read_text(encoding="utf-8", errors="replace").splitlines():
+        line = raw.split("#", 1)[0].split()
+        if line:
+            lines.append(line)
+    if not lines or not lines[0][0].upper().endswith("OFF"):
+        raise ValueError("not an OFF file (no OFF header)")
+    head = lines[0][1:] if len(lines[0]) > 1 else (lines[1] if len(lines) > 1 else [])
+    body = lines[1:] if len(lines[0]) > 1 else lines[2:]
+    try:
+        nv, nf = int(head[0]), int(head[1])
+    except (IndexError, ValueError):
+        raise ValueError("OFF header has no vertex and face counts") from None
+    if nv < 0 or nf < 0:
+        raise ValueError(f"OFF header has negative counts ({nv} vertices, {nf} faces)")
+    if len(body) < nv + nf:
+        have_v = min(len(body), nv)
+        raise ValueError(f"OFF file ends early: {have_v} of {nv} vertices, {max(0, len(body) - nv)} of {nf} faces")
+    try:
+        vertices = np.asarray([[float(t) for t in row[:3]] for row in body[:nv]], dtype=np.float64).reshape(nv, 3)
+    except ValueError:
+        raise ValueError("OFF vertex lines need three numbers") from None
+    polygons = []
+    for i, row in enumerate(body[nv : nv + nf]):
+        try:
+            n = int(row[0])
+            polygons.append([int(t) for t in row[1 : n + 1]])
+        except ValueError:
+            raise ValueError(f"OFF face {i} is not a list of vertex indices") from None
+        if n < 3 or len(polygons[-1]) != n:
+            raise ValueError(f"OFF face {i} has {len(polygons[-1])} of its {n} vertex indices (need >= 3)")
+    faces = fan_triangulate(polygons)
+    _check_faces(faces, nv)
+    return vertices, faces
+
+
+_PLY_TYPES = {
+    "char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1", "short": "i2", "int16": "i2", "ushort": "u2",
+    "uint16": "u2", "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4", "float": "f4", "float32": "f4",
+    "double": "f8", "float64": "f8",
+}
+
+
+def _ply_rows(fmt: str, body: Any, pos: int, count: int, props: list, order: str) -> tuple[list[list[Any]], int]:
+    """``count`` rows of one PLY element from ``pos`` (a token index for ascii, a byte offset for binary)."""
+    tokens = body
+    rows: list[list[Any]] = []
+    for _ in range(count):
+        row: list[Any] = []
+        for _pname, count_type, item in props:
+            if fmt == "ascii":
+                if count_type is None:
+                    row.append(float(tokens[pos]))
+                    pos += 1
+                else:
+                    n = int(tokens[pos])
+                    row.append([float(v) for v in tokens[pos + 1 : pos + 1 + n]])
+                    pos += 1 + n
+            else:
+                if count_type is None:
+                    dt = np.dtype(order + item)
+                    row.append(np.frombuffer(body, dt, 1, pos)[0].item())
+                    pos += dt.itemsize
+                else:
+                    ct, dt = np.dtype(order + count_type), np.dtype(order + item)
+                    n = int(np.frombuffer(body, ct, 1, pos)[0])
+                    row.append(np.frombuffer(body, dt, n, pos + ct.itemsize).tolist())
+                    pos += ct.itemsize + n * dt.itemsize
+        rows.append(row)
+    return rows, pos
+
+
+def read_ply(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Vertices and fan-triangulated faces of a PLY file (ascii or binary, faces of any sizes, other elements
+    skipped): the fallback for PLY files trimesh's reader rejects. Raises ValueError with a plain reason."""
+    data = Path(path).read_bytes()
+    end = data.find(b"end_header")
+    if not data.startswith(b"ply") or end < 0:
+        raise ValueError("not a PLY file (no ply header)")
+    nl = data.find(b"\n", end)
+    body = data[nl + 1 :] if nl >= 0 else b""
+    fmt, elements = "", []
+    for line in data[:end].decode("ascii", "replace").splitlines():
+        t = line.split()
+        if not t or t[0] in ("comment", "obj_info"):
+            continue
+        if t[0] == "format":
+            fmt = t[1]
+        elif t[0] == "element":
+            elements.append((t[1], int(t[2]), []))
+        elif t[0] == "property" and elements:
+            props = elements[-1][2]
+            if t[1] == "list":
+                props.append((t[4], _PLY_TYPES.get(t[2]), _PLY_TYPES.get(t[3])))
+            else:
+                props.append((t[2], None, _PLY_TYPES.get(t[1])))
+    if any(item is None for _, _, props in elements for _, _, item in props):
+        raise ValueError("PLY header uses an unknown property type")
+    vertices = faces = None
+    tokens, order, pos = [], "", 0
+    if fmt == "ascii":
+        tokens = body.split()
+    elif fmt in ("binary_little_endian", "binary_big_endian"):
+        order = "<" if fmt == "binary_little_endian" else ">"
+    else:
+        raise ValueError(f"PLY format {fmt!r} is not ascii or binary")
+    for name, count, props in elements:
+        try:
+            rows_pos = _ply_rows(fmt, tokens if fmt == "ascii" else body, pos, count, props, order)
+        except (IndexError, ValueError):
+            raise ValueError(f"PLY file ends early or is malformed in its {count} {name!r} rows") from None
+        rows, pos = rows_pos
+        names = [p[0] for p in props]
+        if name == "vertex":
+            try:
+                cols = [names.index(c) for c in ("x", "y", "z")]
+            except ValueError:
+                raise ValueError("PLY vertices have no x, y, z") from None
+            vertices = np.asarray([[r[c] for c in cols] for r in rows], dtype=np.float64).reshape(-1, 3)
+        elif name == "face":
+            lists = [i for i, p in enumerate(props) if p[1] is not None]
+            if not lists:
+                raise ValueError("PLY faces have no vertex index list")
+            polygons = [[int(v) for v in r[lists[0]]] for r in rows]
+            if any(len(f) < 3 for f in polygons):
+                raise ValueError("a PLY face has fewer than 3 vertices")
+            faces = fan_triangulate(polygons)
+    if vertices is None or faces is None:
+        raise ValueError("PLY file has no vertex or no face element")
+    _check_faces(faces, len(vertices))
+    return vertices, faces
+
+
+def _one_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = lines[0] if lines else type(error).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
 def load_mesh(path: str | Path):
-    """A single trimesh.Trimesh from a mesh file (scenes are concatenated); raises ValueError with the reason."""
+    """A single trimesh.Trimesh from a mesh file (scenes concatenated, polygons triangulated); raises ValueError
+    with a plain one-line reason (the caller names the file)."""
     import trimesh
 
+    path = Path(path)
+    suffix = path.suffix.lower()
+    kind = suffix.lstrip(".").upper() or "mesh"
     try:
-        mesh = trimesh.load(str(path), force="mesh", skip_materials=True)
-    except Exception as e:  # trimesh raises many types for malformed files
-        raise ValueError(f"cannot load ({type(e).__name__}: {e})") from None
+        if suffix == ".off":
+            vertices, faces = read_off(path)
+            mesh = trimesh.Trimesh(vertices, faces)
+        else:
+            try:
+                mesh = trimesh.load(str(path), force="mesh", skip_materials=True)
+            except Exception:
+                if suffix != ".ply":
+                    raise
+                vertices, faces = read_ply(path)  # e.g. binary faces of mixed sizes, which trimesh rejects
+                mesh = trimesh.Trimesh(vertices, faces)
+    except Exception as e:  # trimesh (and a truncated file) raise many types for malformed input
+        raise ValueError(f"cannot read as {kind}: {_one_line(e)}") from None
     if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0 or len(mesh.vertices) == 0:
         raise ValueError("empty mesh (no faces)")
+    if not np.isfinite(mesh.vertices).all():
+        raise ValueError("vertices are not all finite numbers")
     return mesh
 
 
