@@ -12,6 +12,7 @@ import argparse
 import json
 import math
 import textwrap
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,20 +58,43 @@ def load_samples(path: Path, dims: int | None = None) -> np.ndarray:
     if not path.is_file():
         raise NfdError(f"{path}: samples file not found")
     try:
-        with np.load(path) as f:
+        with np.load(path, allow_pickle=False) as f:
             feats = f["features"]
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
         raise NfdError(f"{path}: not an nfd samples file ({e})") from None
     if dims is not None and feats.ndim != dims + 2:
         raise NfdError(f"{path}: expected {dims}D samples, got features of shape {feats.shape}")
+    if feats.shape[0] == 0:
+        raise NfdError(f"{path}: no samples (features of shape {feats.shape})")
+    if not np.issubdtype(feats.dtype, np.number) or not np.all(np.isfinite(feats)):
+        raise NfdError(f"{path}: features are not all finite numbers (a diverged model?); nothing to show")
     return feats
 
 
+def load_png(path: Path) -> np.ndarray:
+    """An RGB image; a missing or unreadable file is a one-line error naming it."""
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except (OSError, ValueError, Image.DecompressionBombError) as e:  # UnidentifiedImageError is an OSError
+        raise NfdError(f"{path}: cannot read image ({type(e).__name__}: {e})") from None
+
+
+def render_files(path: Path) -> list[Path]:
+    """The PNGs of a render folder, skipping hidden files (such as the temporary PNG a killed writer leaves)."""
+    return sorted(f for f in path.glob("*.png") if not f.name.startswith(".") and f.is_file()) if path.is_dir() else []
+
+
 def load_renders(path: Path) -> list[np.ndarray]:
-    files = sorted(path.glob("*.png")) if path.is_dir() else []
+    files = render_files(path)
     if not files:
         raise NfdError(f"{path}: no rendered PNG files (run `nfd render` first)")
-    return [np.asarray(Image.open(f).convert("RGB")) for f in files]
+    images = [load_png(f) for f in files]
+    sizes = {im.shape[:2] for im in images}
+    if len(sizes) > 1:  # renders of different runs (another --size) mixed in one folder
+        raise NfdError(f"{path}: rendered PNGs of different sizes ({', '.join(f'{w}x{h}' for h, w in sorted(sizes))}); "
+                       "render the folder again with `nfd render`")
+    return images
 
 
 def _tile(images: list[np.ndarray], cols: int | None = None, pad: int = 4) -> np.ndarray:
@@ -105,15 +129,14 @@ def _panels(images: list[np.ndarray], names: list[str], title: str, width: float
 def fig2(inputs: dict[str, Path], title: str, opts: FigureOptions | None = None) -> plt.Figure:
     """Target, fit without and with Fourier features, with PSNRs."""
     ims, names = [], []
-    target = inputs["rff"] / "target.png"
-    ims.append(np.asarray(Image.open(target).convert("RGB")))
+    ims.append(load_png(inputs["rff"] / "target.png"))
     names.append("target")
     for key, tag, name in (("plain", "no_fourier", "ReLU MLP"), ("rff", "fourier", "ReLU MLP + RFF")):
         folder = inputs[key]
         try:
-            psnr = json.loads((folder / f"{tag}.json").read_text())["psnr_db"]
-            ims.append(np.asarray(Image.open(folder / f"{tag}.png").convert("RGB")))
-        except (OSError, KeyError, json.JSONDecodeError) as e:
+            psnr = float(json.loads((folder / f"{tag}.json").read_text())["psnr_db"])
+            ims.append(load_png(folder / f"{tag}.png"))
+        except (OSError, KeyError, TypeError, ValueError) as e:
             raise NfdError(f"{folder}: incomplete fit-image output ({e})") from None
         names.append(f"{name}: PSNR {psnr:.1f} dB")
     return _panels(ims, names, title)
@@ -221,9 +244,12 @@ def fig9(inputs: dict[str, Path], title: str, opts: FigureOptions | None = None)
 @figure("fig10")
 def fig10(inputs: dict[str, Path], title: str, opts: FigureOptions | None = None) -> plt.Figure:
     """The same sampled chair at increasing resolutions."""
-    keys = sorted(inputs, key=lambda k: int(k.lstrip("r")))
+    bad = [k for k in inputs if not (k.startswith("r") and k[1:].isdigit())]
+    if bad:
+        raise NfdError(f"fig10 inputs are named rR for resolution R (e.g. r32=DIR), got {', '.join(bad)}")
+    keys = sorted(inputs, key=lambda k: int(k[1:]))
     ims = [load_renders(inputs[k])[0] for k in keys]
-    return _panels(ims, [f"{k.lstrip('r')}^3" for k in keys], title)
+    return _panels(ims, [f"{k[1:]}^3" for k in keys], title)
 
 
 @figure("fig11")
@@ -244,7 +270,7 @@ def fig11(inputs: dict[str, Path], title: str, opts: FigureOptions | None = None
         print(f"  {where}: {score:.6g}")
         png = renders[b] / f"sample_{i:03d}.png"
         if np.isfinite(score) and png.is_file():
-            tiles.append(np.asarray(Image.open(png).convert("RGB")))
+            tiles.append(load_png(png))
             names.append(f"{where}\nCD {score:.4f}")
         else:  # no surface: nothing was rendered
             tiles.append(None)
@@ -271,18 +297,27 @@ def run_figure(args: argparse.Namespace) -> int:
             raise NfdError(f"--input expects NAME=PATH, got '{item}'")
         k, v = item.split("=", 1)
         inputs[k] = Path(v)
+    if not inputs:
+        raise NfdError(f"{args.name} needs its inputs as --input NAME=PATH (see `nfd figure --help`)")
     for k, v in inputs.items():
         if not v.exists():
             raise NfdError(f"{v}: input '{k}' of {args.name} not found")
+    out = Path(args.out)
+    if out.is_dir():
+        raise NfdError(f"--out {out} is a folder; give the PNG file to write")
     title = f"{args.name}: {args.label}" if args.label else args.name
     opts = FigureOptions(num_ref=args.num_ref, points=args.points, worst=args.worst, seed=args.seed)
     try:
         fig = FIGURES[args.name](inputs, title, opts)
     except KeyError as e:
         raise NfdError(f"{args.name} needs input {e} (--input NAME=PATH)") from None
-    with atomic_path(args.out) as tmp:
-        fig.savefig(tmp, format="png", dpi=args.dpi)
-    plt.close(fig)
+    try:
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, format="png", dpi=args.dpi)
+    except (OSError, ValueError) as e:  # e.g. a read-only folder, or a dpi too large for the image
+        raise NfdError(f"{out}: cannot write the figure ({type(e).__name__}: {e})") from None
+    finally:
+        plt.close(fig)
     print(f"nfd figure: wrote {args.out}")
     return 0
 
@@ -305,7 +340,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input", action="append", metavar="NAME=PATH", help="an input (repeatable)")
     p.add_argument("--out", required=True, help="output PNG")
     p.add_argument("--label", default="", help="subtitle: data set, preset and resolution")
-    p.add_argument("--dpi", type=int, default=100, help="resolution of the PNG")
+    p.add_argument("--dpi", type=_positive_int, default=100, help="resolution of the PNG (default: 100)")
     p.add_argument("--num-ref", type=_non_negative_int, default=0, metavar="N",
                    help="test examples the scores compare with; 0 = the whole test split (default: 0)")
     p.add_argument("--points", type=_positive_int, default=selection.SHAPE_POINTS, metavar="P",

@@ -252,19 +252,33 @@ def _load_samples(samples_npz: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
 
 
 _SAMPLE_RE = re.compile(r"^sample_(\d{3,})\.(ply|obj)$")
+_TEMP_RE = re.compile(r"^\.(sample_\d{3,}\.(ply|obj)|summary\.json)\..+")
+"""Temporary files of ``nfd.io.atomic_path`` (``.NAME.XXXX.ext``) that a killed ``nfd mesh`` left behind."""
+
+
+def clear_outputs(out: Path) -> list[str]:
+    """Remove what an earlier ``nfd mesh`` wrote into ``out`` (meshes of either format, summary.json, temporary
+    files); returns the names removed. Only our own names, so a folder shared with other files keeps them."""
+    removed = []
+    for f in sorted(out.iterdir()):
+        if f.is_file() and (_SAMPLE_RE.match(f.name) or f.name == SUMMARY_NAME or _TEMP_RE.match(f.name)):
+            f.unlink()
+            removed.append(f.name)
+    return removed
 
 
 def export_meshes(samples_npz: str | Path, out_dir: str | Path, level: float = 0.0, fmt: str = "ply",
-                  smooth_iterations: int = 0) -> dict[str, Any]:
+                  smooth_iterations: int = 0, cleared: list[str] | None = None) -> dict[str, Any]:
     """Mesh every sample of a ``nfd sample`` .npz into ``out_dir/sample_000.<fmt>``, ... plus ``summary.json``.
 
     ``smooth_iterations`` > 0 applies that many Taubin iterations (``smooth_mesh``) to each marching-cubes surface
     and records, per sample and summarised, the symmetric Chamfer distance between the smoothed and the unsmoothed
     surface relative to the latter's bounding-box diagonal (``surface_chamfer``).
 
-    Every file is written atomically. A sample with no surface gets no mesh file (a stale one from an earlier run is
-    removed) and is listed under ``"empty"`` in the summary; mesh files of this format from an earlier run with more
-    samples are removed too. Returns the summary dict::
+    Every file is written atomically. The files an earlier run left in ``out_dir`` (meshes of either format, the
+    summary, temporary files of a killed run) are removed first, so a reused folder never mixes in shapes of another
+    model: a sample with no surface gets no mesh file and is listed under ``"empty"`` in the summary. Other files in
+    the folder are left alone; the names removed are appended to ``cleared`` when given. Returns the summary dict::
 
         {"source", "level", "format", "resolution", "num_samples", "num_meshes", "empty": [indices],
          "smoothing": {"method", "iterations", "lambda", "mu", "chamfer_to_unsmoothed": {"mean", "max", "units",
@@ -278,11 +292,17 @@ def export_meshes(samples_npz: str | Path, out_dir: str | Path, level: float = 0
     smooth_iterations = int(smooth_iterations)
     if smooth_iterations < 0:
         raise NfdError(f"--smooth-iterations must be >= 0, got {smooth_iterations}")
+    level = float(level)
+    if not np.isfinite(level):
+        raise NfdError(f"--level must be a finite number, got {level}")
     features, meta = _load_samples(samples_npz)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise NfdError(f"output path exists and is not a folder: {out}")
     out.mkdir(parents=True, exist_ok=True)
+    removed = clear_outputs(out)
+    if cleared is not None:
+        cleared.extend(removed)
 
     records: list[dict[str, Any]] = []
     empty: list[int] = []
@@ -309,10 +329,6 @@ def export_meshes(samples_npz: str | Path, out_dir: str | Path, level: float = 0
         written.add(name)
         records.append({"index": i, "file": name, "vertices": int(len(mesh.vertices)), "faces": int(len(mesh.faces)),
                         "watertight": bool(mesh.is_watertight), "empty": False, **record})
-    for stale in out.iterdir():  # mesh files of ours that this run did not (re)write: empties, or beyond num
-        m = _SAMPLE_RE.match(stale.name)
-        if m and m.group(2) == fmt and stale.name not in written:
-            stale.unlink()
 
     resolution = int(features.shape[1])
     chamfer = None
@@ -342,10 +358,13 @@ def export_meshes(samples_npz: str | Path, out_dir: str | Path, level: float = 0
 
 
 def _cmd_mesh(args: argparse.Namespace) -> int:
+    cleared: list[str] = []
     summary = export_meshes(args.samples, args.out, level=args.level, fmt=args.format,
-                            smooth_iterations=args.smooth_iterations)
+                            smooth_iterations=args.smooth_iterations, cleared=cleared)
     n_empty = len(summary["empty"])
     msg = f"wrote {summary['num_meshes']} {summary['format']} meshes to {args.out}"
+    if cleared:
+        msg += f" (first removed {len(cleared)} file(s) of an earlier run)"
     if n_empty:
         msg += f"; {n_empty} sample(s) had no surface at level {args.level:g}: {summary['empty']}"
     print(msg)
@@ -385,7 +404,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--samples", required=True, metavar="FILE.npz",
                    help="samples file from `nfd sample` with 3D features [num, R, R, R, 1]")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="output folder (created if missing); the meshes and summary.json of an earlier run in it "
+                        "are removed first")
     p.add_argument("--level", type=float, default=0.0,
                    help="iso level in feature units, inside = above it (default: 0.0, occupancy probability 0.5)")
     p.add_argument("--format", choices=MESH_FORMATS, default="ply", help="mesh file format (default: ply)")

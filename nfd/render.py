@@ -50,6 +50,8 @@ from nfd.io import atomic_path
 log = logging.getLogger("nfd.render")
 
 BACKENDS = ("auto", "egl", "osmesa", "matplotlib")
+MIN_SIZE, MAX_SIZE = 8, 8192
+"""Image sizes ``render_mesh`` accepts (pixels, width = height)."""
 _GL_NAMES = {"egl": "EGL", "osmesa": "OSMesa", "matplotlib": "matplotlib"}
 _GL_LIBRARIES = {"egl": ("EGL", "libegl1 libegl-mesa0"), "osmesa": ("OSMesa", "libosmesa6")}
 MESH_SUFFIXES = (".ply", ".obj", ".off", ".stl", ".glb", ".gltf")
@@ -449,8 +451,8 @@ def render_mesh(mesh: trimesh.Trimesh, size: int = 256, backend: str = "auto", *
     ``normal_smoothing``: rounds of shading-normal averaging (``shading_normals``; 0 = none).
     """
     size = int(size)
-    if size < 8 or size > 8192:
-        raise NfdError(f"image size must be in [8, 8192], got {size}")
+    if size < MIN_SIZE or size > MAX_SIZE:
+        raise NfdError(f"image size must be in [{MIN_SIZE}, {MAX_SIZE}], got {size}")
     mesh = _check_mesh(mesh)
     which = _resolve(backend)
     if which == "matplotlib":
@@ -479,12 +481,44 @@ def render_mesh_file(path: str | Path, out_png: str | Path, size: int = 256, bac
         Image.fromarray(img).save(tmp, format="PNG")
 
 
+def clear_renders(out: Path) -> list[str]:
+    """Remove the PNGs (and temporary PNGs of a killed run) in ``out``: a reused folder must not keep the render of
+    a sample that has no mesh this time, which a figure would show as if it belonged to this model."""
+    removed = []
+    for f in sorted(out.iterdir()) if out.is_dir() else []:
+        if f.is_file() and f.name.lower().endswith(".png"):
+            f.unlink()
+            removed.append(f.name)
+    return removed
+
+
+def _check_view(args: argparse.Namespace) -> None:
+    if not MIN_SIZE <= args.size <= MAX_SIZE:
+        raise NfdError(f"--size must be in [{MIN_SIZE}, {MAX_SIZE}], got {args.size}")
+    if not np.isfinite(args.azimuth):
+        raise NfdError(f"--azimuth must be a finite number of degrees, got {args.azimuth}")
+    if not (np.isfinite(args.elevation) and abs(args.elevation) < 90):
+        raise NfdError(f"--elevation must be strictly between -90 and 90 degrees, got {args.elevation}")
+
+
 def _cmd_render(args: argparse.Namespace) -> int:
+    _check_view(args)
     src = Path(args.meshes)
     if not src.is_dir():
         raise NfdError(f"mesh folder not found: {src}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise NfdError(f"output path exists and is not a folder: {out}")
     files = sorted(p for p in src.iterdir() if p.is_file() and p.suffix.lower() in MESH_SUFFIXES
                    and not p.name.startswith("."))
+    stems: dict[str, Path] = {}
+    for f in files:
+        if f.stem in stems:
+            raise NfdError(f"{stems[f.stem].name} and {f.name} in {src} would both render to {f.stem}.png")
+        stems[f.stem] = f
+    cleared = clear_renders(out)  # also when there is nothing to render: old PNGs must not stand in for it
+    if cleared:
+        print(f"removed {len(cleared)} PNG file(s) of an earlier run from {out}", file=sys.stderr)
     if not files:
         hint = ""
         summary = src / "summary.json"
@@ -495,9 +529,6 @@ def _cmd_render(args: argparse.Namespace) -> int:
             except (OSError, ValueError, AttributeError):
                 pass
         raise NfdError(f"no mesh files ({', '.join(MESH_SUFFIXES)}) in {src}{hint}")
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise NfdError(f"output path exists and is not a folder: {out}")
     t0 = time.perf_counter()
     for i, f in enumerate(files):
         render_mesh_file(f, out / f"{f.stem}.png", size=args.size, backend=args.backend,
@@ -528,8 +559,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("--meshes", required=True, metavar="DIR", help="folder with mesh files (e.g. from `nfd mesh`)")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder for the PNGs (created if missing)")
-    p.add_argument("--size", type=int, default=256, help="image width and height in pixels (default: 256)")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="output folder for the PNGs (created if missing); PNG files already in it are removed first")
+    p.add_argument("--size", type=int_at_least(MIN_SIZE), default=256,
+                   help=f"image width and height in pixels, {MIN_SIZE} to {MAX_SIZE} (default: 256)")
     p.add_argument("--backend", choices=BACKENDS, default="auto",
                    help="rendering backend (default: auto = egl, then osmesa, then matplotlib)")
     p.add_argument("--normal-smoothing", type=_non_negative_int, default=NORMAL_SMOOTHING, metavar="N",

@@ -190,18 +190,16 @@ def test_export_meshes_writes_files_and_summary(tmp_path, fmt):
     out.mkdir()
     (out / "sample_001.ply").write_text("stale")  # an earlier run's mesh for what is now an empty sample
     (out / "sample_009.ply").write_text("stale")  # beyond this run's samples
-    (out / "sample_001.obj").write_text("stale")
+    (out / "sample_001.obj").write_text("stale")  # another format: render would show it as well
+    (out / ".sample_003.ply.k2j4.ply").write_text("partial")  # a killed run's temporary file
     (out / "notes.txt").write_text("keep me")
-    summary = export_meshes(samples, out, fmt=fmt)
+    cleared: list[str] = []
+    summary = export_meshes(samples, out, fmt=fmt, cleared=cleared)
 
     files = sorted(p.name for p in out.iterdir())
-    expected = {f"sample_000.{fmt}", f"sample_002.{fmt}", "summary.json", "notes.txt"}
-    other = "obj" if fmt == "ply" else "ply"
-    assert expected <= set(files)
-    assert f"sample_001.{fmt}" not in files  # stale mesh of an empty sample removed
-    assert ("sample_009.ply" in files) == (fmt != "ply")  # stale mesh beyond this run removed (same format only)
-    assert f"sample_001.{other}" in files  # the other format's files are left alone
-    assert not [f for f in files if f.startswith(".")]  # no temporary files left behind
+    # every mesh of the earlier run is gone, whatever its format; files that are not ours stay
+    assert files == sorted([f"sample_000.{fmt}", f"sample_002.{fmt}", "summary.json", "notes.txt"])
+    assert cleared == [".sample_003.ply.k2j4.ply", "sample_001.obj", "sample_001.ply", "sample_009.ply"]
 
     on_disk = json.loads((out / "summary.json").read_text())
     assert on_disk == summary
@@ -286,6 +284,26 @@ def test_cli_mesh(tmp_path, capsys):
     assert "1 sample(s) had no surface" in capsys.readouterr().out
 
 
+def test_cli_mesh_into_a_reused_folder_keeps_nothing_of_the_earlier_run(tmp_path, capsys):
+    """A folder meshed from another model's samples (all 3 have a surface there) and now from samples whose second
+    is empty: its old mesh must not survive to be rendered in that slot."""
+    out = tmp_path / "m"
+    full = tmp_path / "full.npz"
+    np.savez(full, features=np.stack([np.clip(_sphere_sdf(24, 0.5) * 10, -1, 1)] * 3)[..., None].astype(np.float32),
+             coord_dim=3)
+    assert main(["mesh", "--samples", str(full), "--out", str(out), "--smooth-iterations", "0"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["sample_000.ply", "sample_001.ply", "sample_002.ply",
+                                                     "summary.json"]
+    capsys.readouterr()
+    samples = tmp_path / "samples.npz"
+    _write_samples(samples)  # sample 1 is empty
+    assert main(["mesh", "--samples", str(samples), "--out", str(out), "--format", "obj",
+                 "--smooth-iterations", "0"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["sample_000.obj", "sample_002.obj", "summary.json"]
+    assert "first removed 4 file(s) of an earlier run" in capsys.readouterr().out
+    assert json.loads((out / "summary.json").read_text())["empty"] == [1]
+
+
 def test_cli_mesh_help(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["mesh", "--help"])
@@ -319,3 +337,14 @@ def test_cli_mesh_errors(tmp_path, capsys):
     junk.write_text("not a zip")
     rc, err = _errors_of(["mesh", "--samples", str(junk), "--out", str(tmp_path / "o")], capsys)
     assert rc == 2 and "junk.npz" in err and len(err.splitlines()) == 1
+
+    good = tmp_path / "good.npz"
+    _write_samples(good)
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "sample_000.ply").write_text("an earlier run")
+    rc, err = _errors_of(["mesh", "--samples", str(good), "--out", str(kept), "--level", "nan"], capsys)
+    assert rc == 2 and "--level must be a finite number" in err and len(err.splitlines()) == 1
+    assert (kept / "sample_000.ply").read_text() == "an earlier run"  # a bad value deletes nothing
+    rc, err = _errors_of(["mesh", "--samples", str(good), "--out", str(good)], capsys)
+    assert rc == 2 and "not a folder" in err and len(err.splitlines()) == 1

@@ -14,7 +14,7 @@ import yaml
 
 from nfd.cli import main
 from nfd.errors import NfdError
-from nfd.pipeline import REPORT, REPORT_CMD, Plan, load_params
+from nfd.pipeline import CHECK_CMD, CHECK_STAMP, REPORT, REPORT_CMD, Plan, load_params
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -91,9 +91,10 @@ def test_snakemake_and_dvc_dags_agree(tmp_path, preset):
     work = _copy(tmp_path, preset)
     _run(["git", "init", "-q"], work)
     snake, dvc = _snakemake_jobs(work, preset), _dvc_jobs(work)
-    # DVC's last stage builds the report with `snakemake --report` (Snakemake's own mode, not a job of its DAG)
-    assert snake["cmds"] and snake["cmds"] == dvc["cmds"] - {REPORT_CMD}
-    assert snake["outs"] - {"all"} == dvc["outs"] - {REPORT}
+    # DVC's last stage builds the report with `snakemake --report` (Snakemake's own mode, not a job of its DAG);
+    # its first checks that dvc.yaml still matches params.yaml (Snakemake reads params.yaml each time it parses)
+    assert snake["cmds"] and snake["cmds"] == dvc["cmds"] - {REPORT_CMD, CHECK_CMD}
+    assert snake["outs"] - {"all"} == dvc["outs"] - {REPORT, CHECK_STAMP}
 
 
 def test_every_rule_has_log_and_benchmark():

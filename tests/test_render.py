@@ -274,3 +274,68 @@ def test_png_write_is_atomic(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         render.render_mesh_file(src, out / "cube.png", size=32, backend="matplotlib")
     assert list(out.iterdir()) == []
+
+
+def test_cli_render_into_a_reused_folder_keeps_no_old_png(tmp_path, capsys):
+    """A render folder reused for a new set of meshes: the PNG of a sample that has no mesh now (and a killed run's
+    temporary PNG) must go, or a figure shows an old model's chair in that slot."""
+    meshes = tmp_path / "meshes"
+    meshes.mkdir()
+    trimesh.creation.icosphere().export(meshes / "sample_000.ply")
+    out = tmp_path / "png"
+    out.mkdir()
+    Image.new("RGB", (32, 32), "red").save(out / "sample_000.png")
+    Image.new("RGB", (32, 32), "red").save(out / "sample_001.png")  # an earlier run's chair, empty this time
+    (out / ".sample_002.png.x8k1.png").write_bytes(b"\x89PNG partial")
+    (out / "notes.txt").write_text("keep me")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["render", "--meshes", str(meshes), "--out", str(out), "--size", "32",
+                     "--backend", "matplotlib"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "sample_000.png"]
+    assert not (np.asarray(Image.open(out / "sample_000.png")) == [255, 0, 0]).all(axis=-1).any()  # re-rendered
+    assert "removed 3 PNG file(s) of an earlier run" in capsys.readouterr().err
+
+    # nothing to render at all (every sample empty): the old PNGs go too, and the run fails in one line
+    for p in meshes.iterdir():
+        p.unlink()
+    (meshes / "summary.json").write_text('{"num_samples": 2, "empty": [0, 1]}')
+    assert main(["render", "--meshes", str(meshes), "--out", str(out), "--size", "32"]) == 2
+    assert "2 of 2 samples empty" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--size", "0"], "argument --size: expected an integer >= 8, got 0"),
+    (["--size", "-4"], "argument --size: expected an integer >= 8, got -4"),
+    (["--size", "9000"], "--size must be in [8, 8192], got 9000"),
+    (["--elevation", "90"], "--elevation must be strictly between -90 and 90 degrees"),
+    (["--azimuth", "nan"], "--azimuth must be a finite number of degrees"),
+    (["--normal-smoothing", "-1"], "argument --normal-smoothing: expected an integer >= 0"),
+])
+def test_cli_render_bad_values_are_one_line_and_delete_nothing(tmp_path, capsys, args, message):
+    meshes = tmp_path / "meshes"
+    meshes.mkdir()
+    trimesh.creation.box().export(meshes / "sample_000.ply")
+    out = tmp_path / "png"
+    out.mkdir()
+    Image.new("RGB", (16, 16)).save(out / "sample_000.png")
+    argv = ["render", "--meshes", str(meshes), "--out", str(out), *args]
+    try:
+        rc = main(argv)
+    except SystemExit as e:  # argparse's own check of the value
+        rc = e.code
+    assert rc == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(err) == 1 and message in err[0], err
+    assert (out / "sample_000.png").is_file()
+
+
+def test_cli_render_refuses_two_meshes_for_one_png(tmp_path, capsys):
+    meshes = tmp_path / "meshes"
+    meshes.mkdir()
+    trimesh.creation.box().export(meshes / "sample_000.ply")
+    trimesh.creation.box().export(meshes / "sample_000.obj")
+    assert main(["render", "--meshes", str(meshes), "--out", str(tmp_path / "png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "sample_000.obj and sample_000.ply" in err and len(err.splitlines()) == 1

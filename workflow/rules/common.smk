@@ -1,7 +1,14 @@
-# The plan of the active preset; each rule takes its command, inputs and outputs from it.
+# The plan of the active preset; each rule takes its command, inputs and outputs from it. A bad config (schema,
+# unknown preset) stops Snakemake with the one line of nfd.pipeline instead of a traceback.
+import sys
+
+from nfd.errors import NfdError
 from nfd.pipeline import Plan
 
-plan = Plan(config)
+try:
+    plan = Plan(config)
+except NfdError as e:
+    sys.exit(f"snakemake: error: {e}")
 
 
 wildcard_constraints:
