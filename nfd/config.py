@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -100,7 +101,7 @@ class TrainConfig:
     num_points: int = 0
     """K, points sampled per example per step (0 = every point); resolution independence (Sec. 3.2)."""
     steps: int = 0
-    """Training steps; 0 means derive from epochs."""
+    """Training steps (>= 0); 0 means derive from epochs."""
     epochs: float = 150.0
     """Passes over the training split, used when steps is 0."""
     lr_g: float = 1e-4
@@ -442,12 +443,25 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"train.model must be 'gan' or 'autodecoder', got '{cfg.train.model}'")
     if cfg.train.r1_on not in ("logit", "sigmoid"):
         raise ConfigError(f"train.r1_on must be 'logit' or 'sigmoid', got '{cfg.train.r1_on}'")
-    if not 0.0 <= cfg.train.ema_beta < 1.0:
+    if not 0.0 <= cfg.train.ema_beta < 1.0:  # also false for nan
         raise ConfigError(f"train.ema_beta must be in [0, 1), got {cfg.train.ema_beta}")
-    if cfg.train.batch_size < 1:
-        raise ConfigError("train.batch_size must be >= 1")
-    if cfg.train.num_points < 0:
-        raise ConfigError("train.num_points must be >= 0 (0 = all points)")
+    tc = cfg.train
+    for key, low in (("batch_size", 1), ("steps", 0), ("num_points", 0), ("checkpoint_every", 1),
+                     ("sample_every", 1), ("keep_every", 0), ("num_fixed_samples", 1), ("num_workers", 0),
+                     ("threads", 0)):
+        if getattr(tc, key) < low:
+            meaning = {"steps": " (0 = derive from train.epochs)", "num_points": " (0 = all points)",
+                       "keep_every": " (0 = keep no snapshots)", "threads": " (0 = torch's default)"}.get(key, "")
+            raise ConfigError(f"train.{key} must be >= {low}{meaning}, got {getattr(tc, key)}")
+    for key in ("lr_g", "lr_d", "autodecoder_lr_latent", "epochs", "autodecoder_prior_std"):
+        value, frozen = getattr(tc, key), key in ("lr_g", "lr_d")  # a zero learning rate freezes that network
+        if not (math.isfinite(value) and (value >= 0 if frozen else value > 0)):
+            raise ConfigError(f"train.{key} must be a finite number {'>=' if frozen else '>'} 0, got {value}")
+    for key in ("beta1", "beta2"):
+        if not 0.0 <= getattr(tc, key) < 1.0:
+            raise ConfigError(f"train.{key} must be in [0, 1), got {getattr(tc, key)}")
+    if not (math.isfinite(tc.r1_weight) and tc.r1_weight >= 0):
+        raise ConfigError(f"train.r1_weight must be a finite number >= 0, got {tc.r1_weight}")
     if not cfg.discriminator.channels and not cfg.discriminator.layers:
         raise ConfigError("discriminator.channels must not be empty")
     parse_layers(cfg.discriminator)
@@ -461,11 +475,10 @@ def validate(cfg: Config) -> None:
 
 def save_yaml(cfg: Config, path: str | Path) -> None:
     """Write the resolved config atomically (temp file, then rename)."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    tmp.replace(p)
+    from nfd.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
 def describe(cls: type = Config, prefix: str = "") -> list[tuple[str, str, str]]:

@@ -179,7 +179,8 @@ class Plan:
             raise NfdError(f"params: preset '{self.preset}' has no experiment '{exp}'")
         data = self.dataset(spec["data"])
         run = f"results/runs/{exp}"
-        cmd = ["nfd", "train", "--preset", spec["model"], "--data", data, "--out", run, "--quiet"]
+        # --force: the pipeline owns the run folder; a rerun (changed params or data) replaces the old run
+        cmd = ["nfd", "train", "--preset", spec["model"], "--data", data, "--out", run, "--quiet", "--force"]
         if "steps" in spec:
             cmd += ["--steps", str(spec["steps"])]
         for s in spec.get("set", []):

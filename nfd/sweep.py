@@ -87,7 +87,7 @@ def _nfd(*args: str, threads: int, log: Path) -> None:
 
 def _train_cmd(args: argparse.Namespace, run: Run) -> list[str]:
     cmd = ["train", "--preset", args.preset, "--data", str(args.data), "--out", str(run.folder / "run"), "--quiet",
-           "--set", f"train.seed={run.seed}", "--set", f"train.threads={run.threads}"]
+           "--force", "--set", f"train.seed={run.seed}", "--set", f"train.threads={run.threads}"]
     if args.config:
         cmd += ["--config", str(args.config)]
     for s in args.set or []:

@@ -10,6 +10,9 @@ import argparse
 import contextlib
 import copy
 import math
+import signal
+import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +24,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from nfd import checkpoint as ckpt
-from nfd import distributed
+from nfd import distributed, runfolder
 from nfd.config import Config, TrainConfig, describe, resolve, save_yaml, to_dict
 from nfd.errors import NfdError
 from nfd.losses import g_loss, r1_penalty
@@ -183,6 +186,13 @@ class Trainer:
         n_total = self.all_coords.shape[0]
         self.num_points = tc.num_points if 0 < tc.num_points < n_total else 0
         self.batch_size = min(tc.batch_size, len(self.data))
+        # the config saved with the run records what is used, not what was asked for
+        for key, used, why in (("num_points", self.num_points, f"the data has {n_total} points per example"),
+                               ("batch_size", self.batch_size, f"the train split has {len(self.data)} examples")):
+            if getattr(tc, key) != used:
+                if self.world.is_main:
+                    tqdm.write(f"nfd train: train.{key}={getattr(tc, key)} -> {used} ({why})")
+                setattr(tc, key, used)
         if self.batch_size % self.world.size:
             raise NfdError(f"batch size {self.batch_size} is not divisible by the {self.world.size} training processes")
         self.steps_per_epoch = max(1, len(self.data) // self.batch_size)
@@ -313,27 +323,77 @@ class Trainer:
             self.opt_g.load_state_dict(data["opt_g"])
         except (RuntimeError, KeyError, ValueError) as e:
             raise NfdError(f"{path}: checkpoint does not fit this config ({str(e).splitlines()[0][:200]})") from None
+        self._apply_optimiser_config()
         torch.set_rng_state(data["rng"]["torch"])
         self.step = int(data["step"])
 
-    def fit(self, resume: bool = False, progress: bool = True) -> Path:
+    def _apply_optimiser_config(self) -> None:
+        """Give the restored optimisers this run's learning rates and betas, so the saved config is what trains.
+
+        A restored Adam keeps the hyperparameters it was saved with; a resume with ``--set train.lr_g=...`` must
+        either change them or refuse, and changing them is what a user resuming with a new rate asks for."""
+        tc = self.cfg.train
+        wanted = [(self.opt_g, [tc.lr_g] if tc.model == "gan" else [tc.lr_g, tc.autodecoder_lr_latent])]
+        if self.opt_d is not None:
+            wanted.append((self.opt_d, [tc.lr_d]))
+        for opt, lrs in wanted:
+            for group, lr in zip(opt.param_groups, lrs):
+                old = (group["lr"], tuple(group["betas"]))
+                group["lr"], group["betas"] = lr, (tc.beta1, tc.beta2)
+                if old != (lr, (tc.beta1, tc.beta2)) and self.world.is_main:
+                    tqdm.write(f"nfd train: resumed optimiser now uses lr {lr:g}, betas ({tc.beta1:g}, "
+                               f"{tc.beta2:g}) (checkpoint had lr {old[0]:g}, betas ({old[1][0]:g}, {old[1][1]:g}))")
+
+    def fit(self, resume: bool = False, progress: bool = True, force: bool = False) -> Path:
         """Train to ``total_steps``; returns the final checkpoint ``out/model.pt``.
 
-        In data-parallel training every rank runs this; only rank 0 writes files (config, metrics averaged over the
-        ranks, previews, snapshots, checkpoints), and the ranks' weights are checked to be equal at the end.
+        The run folder is locked for the duration (one writer at a time). A fresh run refuses a folder that holds
+        another run's outputs unless ``force`` (which deletes them first); a resume drops everything past the
+        checkpoint's step (metrics rows, snapshots, previews, a stale ``model.pt``). SIGINT and SIGTERM finish the
+        current step and write a checkpoint (:class:`Interrupted`). In data-parallel training every rank runs
+        this; only rank 0 writes files (config, metrics averaged over the ranks, previews, snapshots,
+        checkpoints), and the ranks' weights are checked to be equal at the end.
         """
+        lock = runfolder.locked(self.out) if self.world.is_main else contextlib.nullcontext()
+        with lock, _StopSignals() as stop:
+            return self._fit(resume, progress, force, stop)
+
+    def _prepare_folder(self, resume: bool, force: bool) -> None:
+        """Rank 0: clean the folder for this run and restore the checkpoint if resuming."""
+        for p in runfolder.remove_temp_files(self.out):
+            tqdm.write(f"nfd train: removed {p} (left by an interrupted write)")
+        if resume and not self.last_path.is_file():
+            tqdm.write(f"nfd train: no checkpoint at {self.last_path}; starting from step 0")
+            resume, force = False, True  # whatever is there never reached a checkpoint
+        if not resume:
+            old = runfolder.existing_outputs(self.out)
+            if old and not force:
+                raise NfdError(f"{self.out}: holds another run's outputs ({', '.join(old)}); pass --resume to "
+                               "continue it or --force to delete them first")
+            runfolder.clear(self.out)
+            return
+        self.restore(self.last_path)
+        stale = runfolder.remove_after(self.snapshot_dir, self.step) + \
+            runfolder.remove_after(self.out / "samples", self.step)
+        if self.step < self.total_steps:
+            stale += [p for p in [self.out / "model.pt"] if p.is_file()]
+            (self.out / "model.pt").unlink(missing_ok=True)
+        if stale:
+            tqdm.write(f"nfd train: resuming at step {self.step}: removed {len(stale)} later output(s)")
+
+    def _fit(self, resume: bool, progress: bool, force: bool, stop: "_StopSignals") -> Path:
         main = self.world.is_main
         if main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            save_yaml(self.cfg, self.out / "config.yaml")
-            self.snapshot_dir.mkdir(exist_ok=True)
-        if resume and self.last_path.is_file():
+            self._prepare_folder(resume, force)
+            self.snapshot_dir.mkdir(parents=True, exist_ok=True)
+        elif resume and self.last_path.is_file():
             self.restore(self.last_path)
-        elif resume and main:
-            tqdm.write(f"nfd train: no checkpoint at {self.last_path}; starting from step 0")
         gan = self.cfg.train.model == "gan"
-        log = MetricsLog(self.out / "metrics.tsv", METRIC_COLUMNS if gan else AD_METRIC_COLUMNS,
-                         start_step=self.step) if main else None
+        log = None
+        if main:
+            save_yaml(self.cfg, self.out / "config.yaml")
+            log = MetricsLog(self.out / "metrics.tsv", METRIC_COLUMNS if gan else AD_METRIC_COLUMNS,
+                             start_step=self.step)
         tc = self.cfg.train
         self.G.train()
         if self.D is not None:
@@ -344,7 +404,9 @@ class Trainer:
             while self.step < self.total_steps:
                 t0 = time.perf_counter()
                 metrics = self.gan_step(self.step) if gan else self.autodecoder_step(self.step)
+                metrics["stop"] = float(stop.signum or 0)
                 metrics = distributed.average_metrics(metrics, self.world, self.device)
+                stopping = metrics.pop("stop") > 0  # any rank signalled: all stop after this same step
                 bad = [k for k, v in metrics.items() if not math.isfinite(v)]
                 if bad:
                     last = self.last_path if self.last_path.is_file() else "none written yet"
@@ -354,6 +416,11 @@ class Trainer:
                 metrics["step_time"] = time.perf_counter() - t0
                 bar.update(1)
                 bar.set_postfix({k: f"{v:.3f}" for k, v in metrics.items() if k in ("loss_d", "loss_g", "loss")})
+                if stopping:
+                    if main:
+                        log.write({"step": self.step, **metrics})
+                        self.save()
+                    raise Interrupted(stop.signum or signal.SIGTERM, self.step, self.last_path)
                 if not main:
                     continue
                 log.write({"step": self.step, **metrics})
@@ -393,13 +460,57 @@ class Trainer:
         save_preview(vol, self.out / "samples" / f"step_{self.step:07d}.png", title=f"{self.cfg.name} step {self.step}")
 
 
+class Interrupted(Exception):
+    """Training stopped on SIGINT/SIGTERM after finishing a step and writing its checkpoint."""
+
+    def __init__(self, signum: int, step: int, checkpoint: Path) -> None:
+        super().__init__(f"{signal.Signals(signum).name} after step {step}")
+        self.signum, self.step, self.checkpoint = int(signum), step, checkpoint
+
+
+class _StopSignals:
+    """While training, the first SIGINT/SIGTERM only asks the loop to stop after the current step.
+
+    Raising inside a step (Python's default for SIGINT) could leave the KD-tree's worker threads running while the
+    interpreter shuts down, which segfaults, and lose up to ``checkpoint_every`` steps; a second signal restores
+    the default behaviour, for a user who wants out now. Only the main thread can install handlers."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:
+            self.__exit__()
+            signal.raise_signal(signum)
+            return
+        self.signum = signum
+        tqdm.write(f"nfd train: {signal.Signals(signum).name}: stopping after this step (again to stop now)")
+
+    def __enter__(self) -> "_StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old = {}
+
+
 def run_train(args: argparse.Namespace) -> int:
     cfg = resolve(args.preset, args.config, args.set)
     if args.steps is not None:
         cfg.train.steps = args.steps
     trainer = Trainer(cfg, args.data, args.out, device=args.device)
     try:
-        final = trainer.fit(resume=args.resume, progress=not args.quiet)
+        final = trainer.fit(resume=args.resume, progress=not args.quiet, force=args.force)
+    except Interrupted as e:
+        if trainer.world.is_main:
+            print(f"nfd train: interrupted ({signal.Signals(e.signum).name}) after step {e.step}; checkpoint "
+                  f"{e.checkpoint}; continue with the same command and --resume", file=sys.stderr)
+        return 128 + e.signum
     finally:
         distributed.shutdown(trainer.world)
     if trainer.world.is_main:
@@ -414,6 +525,7 @@ def _config_help() -> str:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from nfd.cli import int_at_least
     from nfd.config import PRESETS
 
     p = sub.add_parser("train", help="train an NFD (or a baseline) on a processed HDF5 data set",
@@ -429,8 +541,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--config", default=None, help="YAML file of overrides applied after the preset")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
-    p.add_argument("--steps", type=int, default=None, help="number of training steps (overrides train.steps)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt if it exists")
+    p.add_argument("--steps", type=int_at_least(1), default=None,
+                   help="number of training steps, >= 1 (overrides train.steps)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from OUT/checkpoints/last.pt if it exists (later outputs are dropped)")
+    p.add_argument("--force", action="store_true",
+                   help="start afresh in an OUT that holds another run's outputs, deleting them first")
     p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (overrides train.device)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_train)

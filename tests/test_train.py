@@ -57,7 +57,7 @@ def test_ema_follows_its_recurrence_and_is_what_samples(images_h5, tmp_path):
     expect = {k: v.clone() for k, v in t.G.state_dict().items()}
     for n in (1, 2, 3):
         t.total_steps = n
-        t.fit(progress=False)
+        t.fit(progress=False, force=True)  # the same trainer, on from its in-memory step
         for k, v in t.G.state_dict().items():
             expect[k] = beta * expect[k] + (1 - beta) * v
     for k, v in t.G_ema.state_dict().items():
@@ -112,11 +112,16 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(images_h5, tmp_pat
     t = Trainer(_cfg("steps=4", "train.checkpoint_every=2"), images_h5, tmp_path)
     t.fit(progress=False)
     t2 = Trainer(_cfg("steps=8", "train.checkpoint_every=2"), images_h5, tmp_path)
-    with torch.no_grad():
-        next(t2.G.parameters()).fill_(float("nan"))
-    t2.step = 4
+    restore = t2.restore
+
+    def restore_then_break(path):
+        restore(path)
+        with torch.no_grad():
+            next(t2.G.parameters()).fill_(float("nan"))
+
+    t2.restore = restore_then_break
     with pytest.raises(NfdError, match="non-finite"):
-        t2.fit(progress=False)
+        t2.fit(resume=True, progress=False)
     assert ckpt.load(tmp_path / "checkpoints" / "last.pt")["step"] == 4
     assert math.isfinite(float(next(iter(ckpt.load(tmp_path / "checkpoints" / "last.pt")["G"].values())).sum()))
 
