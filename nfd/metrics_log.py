@@ -25,11 +25,17 @@ class MetricsLog:
         self._f = self.path.open("a")
 
     def write(self, row: dict[str, Any]) -> None:
-        self._f.write("\t".join(format_value(row.get(c, "")) for c in self.columns) + "\n")
-        self._f.flush()
+        try:
+            self._f.write("\t".join(format_value(row.get(c, "")) for c in self.columns) + "\n")
+            self._f.flush()
+        except OSError as e:  # name the file: a write() error carries no file name
+            raise OSError(e.errno, e.strerror, str(self.path)) from None
 
     def close(self) -> None:
-        self._f.close()
+        try:
+            self._f.close()
+        except OSError as e:
+            raise OSError(e.errno, e.strerror, str(self.path)) from None
 
 
 def kept_rows(path: Path, columns: list[str], last_step: int) -> list[str]:

@@ -355,8 +355,13 @@ class Trainer:
         checkpoints), and the ranks' weights are checked to be equal at the end.
         """
         lock = runfolder.locked(self.out) if self.world.is_main else contextlib.nullcontext()
-        with lock, _StopSignals() as stop:
-            return self._fit(resume, progress, force, stop)
+        try:
+            with lock, _StopSignals() as stop:
+                return self._fit(resume, progress, force, stop)
+        except OSError as e:  # a full disk while writing metrics, previews or the config: one line, with the file
+            where = e.filename or self.out
+            raise NfdError(f"{where}: cannot write ({e.strerror or e}); the last checkpoint is "
+                           f"{self.last_path if self.last_path.is_file() else 'not written yet'}") from None
 
     def _prepare_folder(self, resume: bool, force: bool) -> None:
         """Rank 0: clean the folder for this run and restore the checkpoint if resuming."""
