@@ -275,3 +275,16 @@ def test_clamped_values_are_recorded_as_used(data, tmp_path):
     n_train = ckpt.load(out / "model.pt")["num_examples"]
     assert cfg["batch_size"] == n_train and cfg["num_points"] == 0
     assert f"train.batch_size=1000 -> {n_train}" in r.stderr + r.stdout
+
+
+def test_failed_metrics_write_names_the_file(data, tmp_path):
+    """A run whose metrics file cannot grow (file-size limit) stops with one line naming metrics.tsv."""
+    out = tmp_path / "run"
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (3000, 3000))
+
+    r = train(data, out, "--set", "train.keep_every=0", "--set", "train.checkpoint_every=1000", preexec_fn=limit)
+    err = r.stderr.strip()
+    assert r.returncode == 2 and len(err.splitlines()) == 1, err
+    assert f"{out / 'metrics.tsv'}: cannot write (File too large)" in err and not hidden_files(out)
