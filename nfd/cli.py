@@ -13,17 +13,17 @@ from nfd import __version__
 from nfd.errors import NfdError
 
 VERB_MODULES = [
-    "nfd.train",
-    "nfd.sample",
-    "nfd.fit_image",
+    "nfd.training.trainer",
+    "nfd.sampling.sample",
+    "nfd.training.fit_image",
     "nfd.data.cli",
-    "nfd.mesh",
-    "nfd.render",
-    "nfd.figures",
+    "nfd.viz.mesh",
+    "nfd.viz.render",
+    "nfd.viz.figures",
     "nfd.metrics.cli",
-    "nfd.tables",
-    "nfd.bench",
-    "nfd.sweep",
+    "nfd.report.tables",
+    "nfd.report.bench",
+    "nfd.training.sweep",
     "nfd.pipeline",
 ]
 """Modules that define ``register(subparsers)``; each adds one verb (or a verb group) with full ``--help``."""

@@ -547,7 +547,7 @@ def _d_step_fn(D: nn.Module, real: torch.Tensor, fake: torch.Tensor, r1_weight: 
                call: Callable[[nn.Module, torch.Tensor], torch.Tensor]) -> tuple[Step, Step]:
     """One discriminator step as the trainer does it: D(real), D(fake), loss, R1 on real, backward; and the reset
     that drops its parameter gradients."""
-    from nfd.losses import d_loss, r1_penalty
+    from nfd.models.losses import d_loss, r1_penalty
 
     def step() -> None:
         x = real.detach().requires_grad_(True)
@@ -565,7 +565,7 @@ def _d_step_fn(D: nn.Module, real: torch.Tensor, fake: torch.Tensor, r1_weight: 
 def _build_plan(D: nn.Module, coords: torch.Tensor) -> Any:
     """The discriminator's neighbour plan for ``coords``, built afresh (not from the process-wide cache)."""
     try:
-        from nfd.neighbours import build_plan
+        from nfd.models.neighbours import build_plan
 
         return build_plan(coords, D.level_specs, D.p, D.keep_fraction)  # type: ignore[attr-defined]
     except AttributeError:  # another discriminator layout: go through its public interface
@@ -619,9 +619,9 @@ def table_t2(preset: str, max_points: int = 65536, repeats: int = 3, batch: int 
              log: Callable[[str], None] | None = None) -> Table:
     """T2: one discriminator step at growing grid resolutions, for the CNN, PointConv on all points and PointConv on
     ``k_points`` points sampled from the grid. See the table's notes for the protocol."""
-    from nfd.discriminators import build_discriminator
+    from nfd.models.discriminators import build_discriminator
     from nfd.grid import grid_coords
-    from nfd.models import pick_device
+    from nfd.models.build import pick_device
 
     batch = batch if batch is not None else T2_BATCH.get(preset, 1)
     if max_points < 1 or repeats < 1 or batch < 1 or k_points < 1:
@@ -757,8 +757,8 @@ def function_weights_formula(in_dim: int, hidden: Sequence[int], out_dim: int) -
 
 
 def _build_models(cfg: Config, d: int, k: int) -> tuple[nn.Module, nn.Module]:
-    from nfd.discriminators import build_discriminator
-    from nfd.hypernetwork import FunctionDistribution
+    from nfd.models.discriminators import build_discriminator
+    from nfd.models.hypernetwork import FunctionDistribution
 
     try:  # counting needs shapes only: build on the meta device (no memory, no initialisation cost)
         with torch.device("meta"):
@@ -795,7 +795,7 @@ def table_t3(preset: str) -> Table:
                "function_weights_formula", "hypernetwork", "g_params", "d_kind", "d_channels", "d_params"]
     notes = [
         "function_weights: the size P of one generated function f_theta (weights plus biases of the MLP "
-        "function_mlp, counted by nfd.function.MLPShape); function_weights_formula: sum over layers of (in + 1) * out "
+        "function_mlp, counted by nfd.models.function.MLPShape); function_weights_formula: sum over layers of (in + 1) * out "
         "computed independently. Paper settings: 3 x 128 hidden units, RFF input of 2m = 256 for images (CelebA-HQ "
         "k=3: 66,307; MNIST k=1: 66,049) and raw 3D coordinates for the chairs (33,665).",
         "g_params: trainable parameters of the hypernetwork g_phi (latent -> hyper_hidden -> P); the Fourier matrix B "
@@ -852,8 +852,8 @@ def _t4_row(name: str, component: str, enc: nn.Module | None, enc_cfg: EncodingC
 def set_discriminator_encodings(cfg: Config, d: int, k: int) -> tuple[nn.Module, nn.Module]:
     """gamma_x and gamma_y of the set discriminator exactly as a training run draws them: the trainer seeds the
     global RNG with train.seed, builds the generator, then the discriminator (done here inside ``fork_rng``)."""
-    from nfd.discriminators import SetDiscriminator
-    from nfd.hypernetwork import FunctionDistribution
+    from nfd.models.discriminators import SetDiscriminator
+    from nfd.models.hypernetwork import FunctionDistribution
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.train.seed)
@@ -864,7 +864,7 @@ def set_discriminator_encodings(cfg: Config, d: int, k: int) -> tuple[nn.Module,
 
 def table_t4(preset: str, num_points: int = 4096) -> Table:
     """T4: ||B||, the Lipschitz bound 2 sqrt(2) pi ||B|| and the measured largest Jacobian norm of gamma."""
-    from nfd.encoding import FourierFeatures
+    from nfd.models.encoding import FourierFeatures
 
     rows = []
     for name in PRESETS:
@@ -885,7 +885,7 @@ def table_t4(preset: str, num_points: int = 4096) -> Table:
                "paper_printed", "measured_max_grad", "measured_over_bound", "within_bound"]
     notes = [
         "gamma(x) = [cos 2 pi B x, sin 2 pi B x] with B ~ N(0, sigma^2) of shape [m, in_dim], drawn by "
-        "nfd.encoding.FourierFeatures from a torch.Generator seeded with the preset's train.seed (the trainer seeds "
+        "nfd.models.encoding.FourierFeatures from a torch.Generator seeded with the preset's train.seed (the trainer seeds "
         "the global RNG with it before building the model, so the generator's B is drawn the same way). norm_B = "
         "||B||, the largest singular value.",
         "bound = 2 sqrt(2) pi ||B|| (App. B.3.2, Prop. 2 / App. C.2). The paper prints sqrt(8 pi) ||B||, but its own "
@@ -893,7 +893,7 @@ def table_t4(preset: str, num_points: int = 4096) -> Table:
         "on pi was lost. paper_printed shows the printed value, which lies below the measured gradient norm and so "
         "is not a bound.",
         "measured_max_grad: the largest spectral norm of the Jacobian of gamma (autograd in float64, see "
-        f"nfd.tables.jacobian_norms) over {num_points} points uniform in [-1, 1]^in_dim. It equals 2 pi ||B|| at "
+        f"nfd.report.tables.jacobian_norms) over {num_points} points uniform in [-1, 1]^in_dim. It equals 2 pi ||B|| at "
         "every x (the Jacobian's Gram matrix is 4 pi^2 B^T B since sin^2 + cos^2 = 1), so measured/bound = "
         "1/sqrt(2) = 0.707: the bound holds and is loose by sqrt(2).",
         "The chairs presets feed raw coordinates to f_theta: no encoding. The set-D rows are the encodings gamma_x "

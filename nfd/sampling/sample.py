@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from nfd import checkpoint as ckpt
+from nfd.training import checkpoint as ckpt
 from nfd.errors import NfdError
 from nfd.grid import grid_coords
 from nfd.io import atomic_path, free_disk_bytes, writing
-from nfd.models import build_generator, pick_device
+from nfd.models.build import build_generator, pick_device
 
 
 def load_generator(path: str | Path, device: str = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:

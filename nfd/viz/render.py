@@ -10,7 +10,7 @@ Backends, tried in this order by ``backend="auto"``:
 PyOpenGL fixes its platform when ``OpenGL`` is first imported, from ``PYOPENGL_PLATFORM``. So the choice is made
 lazily on the first render: if nothing has imported OpenGL yet, ``PYOPENGL_PLATFORM`` is set here (unless the user
 set it, which is then respected and the only GL platform tried) before pyrender is imported. If OpenGL was already
-imported by someone else, only its platform can be used. The backend in use is logged once (logger ``nfd.render``)
+imported by someone else, only its platform can be used. The backend in use is logged once (logger ``nfd.viz.render``)
 and a fallback is reported as a warning, e.g. "EGL unavailable (...), falling back to OSMesa";
 ``backend_used()`` tells which one rendered.
 
@@ -47,7 +47,7 @@ import trimesh
 from nfd.errors import NfdError
 from nfd.io import atomic_path
 
-log = logging.getLogger("nfd.render")
+log = logging.getLogger("nfd.viz.render")
 
 BACKENDS = ("auto", "egl", "osmesa", "matplotlib")
 MIN_SIZE, MAX_SIZE = 8, 8192
@@ -230,7 +230,7 @@ def _auto_candidates() -> list[str]:
     if loaded is not None:
         if loaded in ("egl", "osmesa"):
             return [loaded, "matplotlib"]
-        _warn(f"PyOpenGL was already imported for platform {loaded!r} (not egl/osmesa) before nfd.render chose one, "
+        _warn(f"PyOpenGL was already imported for platform {loaded!r} (not egl/osmesa) before nfd.viz.render chose one, "
               "falling back to matplotlib", stacklevel=5)
         return ["matplotlib"]
     user = os.environ.get("PYOPENGL_PLATFORM")

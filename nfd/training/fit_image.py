@@ -16,7 +16,7 @@ from torch import nn
 from tqdm import trange
 
 from nfd.config import EncodingConfig
-from nfd.encoding import make_encoding
+from nfd.models.encoding import make_encoding
 from nfd.grid import grid_coords
 from nfd.io import atomic_path
 
