@@ -26,7 +26,8 @@ import yaml
 from nfd.errors import NfdError
 from nfd.io import atomic_path
 
-SCHEMA = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
+SCHEMA = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
+"""JSON schema of ``params.yaml``, package data (so an installed nfd validates params without the source tree)."""
 REPORT = "results/report.html"
 """The HTML report (every figure, table and progress curve with its caption), built by ``snakemake --report``."""
 REPORT_CMD = f"snakemake --report {REPORT}"
@@ -37,7 +38,7 @@ CHECK_STAMP = "results/pipeline_check.txt"
 orders the check first. Its text never changes, so a passing check re-runs nothing downstream."""
 STAMP_TEXT = "dvc.yaml matches params.yaml\n"
 CHECK_CMD = f"nfd pipeline check --stamp {CHECK_STAMP}"
-CHECK_DEPS = ["params.yaml", "workflow/schemas/config.schema.yaml"]
+CHECK_DEPS = ["params.yaml", "nfd/schemas/config.schema.yaml"]
 HEADER = ("# Written by `nfd pipeline dvc-yaml` from params.yaml (preset: {preset}); do not edit by hand.\n"
           "# Stage 'check' stops `dvc repro` when params.yaml no longer matches this file. For a dry run use\n"
           "# `dvc repro --dry --force-downstream`: a plain --dry stops at the first stage whose inputs it did not make.\n")
@@ -230,7 +231,7 @@ class Plan:
         return clf
 
     def progress(self, exp: str) -> str:
-        """Sample quality at every snapshot of a run (item 5 of the evaluation issue), a DVC plot."""
+        """Sample quality at every snapshot of a run (:mod:`nfd.metrics.progress`), a DVC plot."""
         spec = self.p["experiments"].get(exp)
         if spec is None:
             raise NfdError(f"params: preset '{self.preset}' lists progress of '{exp}', which is not an experiment")

@@ -94,7 +94,12 @@ REFERENCE: dict[str, dict[str, Any]] = {
     "shapenet_chairs": {"seconds_per_step": 17.2, "peak_rss_bytes": 9.6e9, "batch_size": 24, "points_per_step": 4096},
 }
 """The authors' released code, one training step (D step with R1, then G step) at the paper's settings, measured on a
-2-core CPU machine with 2 threads, idle (GitHub issue 6). Compared only when batch size and points per step match."""
+2-core CPU machine with 2 threads, idle (code: github.com/EmilienDupont/neural-function-distributions). Compared only
+when batch size and points per step match."""
+
+REFERENCE_SOURCE = ("authors' released code (github.com/EmilienDupont/neural-function-distributions), "
+                    "2 threads, idle")
+"""The ``source`` of a record's ``reference``."""
 
 SAMPLE_RESOLUTIONS = {2: [1024], 3: [128, 256]}
 """Default ``--sample`` grids per coordinate dimension."""
@@ -563,7 +568,7 @@ def bench_steps(args: argparse.Namespace) -> dict[str, Any]:
     ref = REFERENCE.get(cfg.name)
     comparable = (ref is not None and ref["batch_size"] == cfg.train.batch_size and ref["points_per_step"] == points
                   and shape == data_shape(cfg))
-    rec["reference"] = dict(ref, source="authors' released code, 2 threads, idle (GitHub issue 6)") \
+    rec["reference"] = dict(ref, source=REFERENCE_SOURCE) \
         if comparable else None
     rec["speedup_over_reference"] = rec["rss_fraction_of_reference"] = None
     if comparable and "error" not in primary:

@@ -193,7 +193,8 @@ PUBLISHED_T1: list[dict[str, Any]] = [
      "value": "no published number",
      "notes": "the paper shows MNIST samples only (Figs. 12-14) and calls MNIST not a meaningful benchmark (Sec. 3.6)"},
 ]
-"""The published anchors of T1 (issue 5): CelebA-HQ 64^2 FIDs; no published numbers for the chairs or MNIST."""
+"""The published anchors of T1 (as tabulated in Table 1 of Zhuang et al., "Diffusion Probabilistic Fields",
+ICLR 2023): CelebA-HQ 64^2 FIDs; no published numbers for the chairs or MNIST."""
 
 EXPERIMENT_MODELS = {
     "mnist": "NFD + PointConv discriminator",
@@ -364,7 +365,7 @@ def table_t1(preset: str, inputs: Sequence[str | Path] = ()) -> Table:
         for rec in recs:
             rows += measured_rows(p, rec, preset)
     notes = [
-        "source=published: numbers reported in the literature (values as collected in issue 5: GASP, i.e. this "
+        "source=published: numbers reported in the literature (values as tabulated in Table 1 of Zhuang et al., Diffusion Probabilistic Fields, ICLR 2023: GASP, i.e. this "
         "paper's model, 13.5; Diffusion Probabilistic Fields 13.2; GEM 30.4; Functa 40.4; Inception FID on "
         "CelebA-HQ 64x64, lower is better). They are not recomputed here.",
         "source=measured: every numeric field of the evaluation records given with --input (nfd evaluate), one row "
