@@ -23,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from nfd.cli import verb_help
 from nfd.errors import NfdError
 from nfd.io import atomic_path
 
@@ -487,7 +488,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("pipeline", help="the reproduction plan shared by Snakemake and DVC",
+    p = sub.add_parser("pipeline", help=verb_help(__name__),
                        description="Inspect the plan derived from params.yaml, or write dvc.yaml from it.")
     verbs = p.add_subparsers(dest="pipeline_verb", metavar="ACTION")
     verbs.required = True

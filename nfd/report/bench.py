@@ -69,6 +69,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from nfd import ENV_SET_BY_NFD, RUNTIME_ENV
 from nfd.config import Config, PRESETS, resolve, to_dict
+from nfd.cli import verb_help
 from nfd.errors import NfdError
 from nfd.grid import grid_coords
 from nfd.io import atomic_path
@@ -643,7 +644,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "bench", help="time full training steps (fast vs naive path) or sampling at scale",
+        "bench", help=verb_help(__name__),
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  nfd bench --preset mnist --steps 3 --json results/benchmarks/mnist.json\n"
                "  nfd bench --preset shapenet_chairs --set batch=8 --no-naive\n"

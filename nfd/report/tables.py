@@ -43,6 +43,7 @@ import torch
 from torch import nn
 
 from nfd.config import PRESETS, Config, DiscriminatorConfig, EncodingConfig, preset as config_preset
+from nfd.cli import verb_help
 from nfd.errors import NfdError
 from nfd.io import atomic_path
 
@@ -950,7 +951,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``table`` verb to the ``nfd`` parser."""
     p = sub.add_parser(
         "table",
-        help="write a table of the reproduction (T1-T4) as CSV and Markdown",
+        help=verb_help(__name__),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
             "Write one table as FILE.csv and its Markdown twin FILE.md (same stem), both atomically. Each ends with\n"

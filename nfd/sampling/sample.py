@@ -178,11 +178,11 @@ def run_sample(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("sample", help="sample functions and evaluate them on a grid of any resolution",
+    p = sub.add_parser("sample", help=verb_help(__name__),
                        description="Draw NUM latents from the seed, map them to functions and evaluate them on an "
                                    "R x R (2D) or R^3 (3D) grid over [-1, 1]^d, in chunks. Writes an .npz with "
                                    "'features' [NUM, R, ..., R, k] in [-1, 1] and 'latents'.")
-    from nfd.cli import int_at_least
+    from nfd.cli import int_at_least, verb_help
 
     p.add_argument("--checkpoint", required=True, help="model.pt or checkpoints/last.pt of a training run")
     p.add_argument("--num", type=int_at_least(1), required=True, help="number of functions to sample")

@@ -530,10 +530,10 @@ def _config_help() -> str:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from nfd.cli import int_at_least
+    from nfd.cli import int_at_least, verb_help
     from nfd.config import PRESETS
 
-    p = sub.add_parser("train", help="train an NFD (or a baseline) on a processed HDF5 data set",
+    p = sub.add_parser("train", help=verb_help(__name__),
                        description="Train a neural function distribution against a point-cloud discriminator "
                                    "(or the auto-decoder / set-discriminator baselines). Writes OUT/config.yaml, "
                                    "OUT/metrics.tsv, OUT/samples/*.png, OUT/checkpoints/last.pt, OUT/snapshots/ "

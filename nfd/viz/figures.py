@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from nfd.cli import int_at_least  # noqa: E402
+from nfd.cli import int_at_least, verb_help  # noqa: E402
 from nfd.errors import NfdError  # noqa: E402
 from nfd.io import atomic_path  # noqa: E402
 from nfd.viz.preview import grid_image  # noqa: E402
@@ -323,7 +323,7 @@ def run_figure(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("figure", help="compose one paper figure from samples and renders",
+    p = sub.add_parser("figure", help=verb_help(__name__),
                        description="Compose a paper figure (fig2, fig6, fig7, fig8, fig9, fig10, fig11, fig12, "
                                    "fig13, fig14) from the outputs of fit-image, sample and render. Inputs are given "
                                    "as NAME=PATH: fig2 rff=DIR plain=DIR; fig6 celebahq64=NPZ celebahq128=NPZ; "

@@ -384,12 +384,12 @@ def _cmd_mesh(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from nfd.cli import int_at_least
+    from nfd.cli import int_at_least, verb_help
 
     _non_negative_int = int_at_least(0)
     p = subparsers.add_parser(
         "mesh",
-        help="mesh 3D occupancy samples with marching cubes",
+        help=verb_help(__name__),
         description=(
             "Turn every sample of a 3D samples file (from `nfd sample`) into a triangle mesh with marching cubes "
             "(paper Fig. 9/10). Inside is where the occupancy is above --level (0.0 = probability 0.5). Vertices are "

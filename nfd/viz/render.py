@@ -246,8 +246,7 @@ def _warn(msg: str, stacklevel: int = 4) -> None:
     if msg in _State.announced:
         return
     _State.announced.add(msg)
-    log.warning(msg)
-    warnings.warn(msg, RuntimeWarning, stacklevel=stacklevel)  # _warn <- _resolve <- render_mesh <- caller
+    warnings.warn(msg, RuntimeWarning, stacklevel=stacklevel)  # one message: `nfd` logs warnings (cli)  # _warn <- _resolve <- render_mesh <- caller
 
 
 def _announce(backend: str) -> None:
@@ -542,12 +541,12 @@ def _cmd_render(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from nfd.cli import int_at_least
+    from nfd.cli import int_at_least, verb_help
 
     _non_negative_int = int_at_least(0)
     p = subparsers.add_parser(
         "render",
-        help="render mesh files to PNG images",
+        help=verb_help(__name__),
         description=(
             "Render every mesh file (" + ", ".join(MESH_SUFFIXES) + ") in --meshes to OUT/<name>.png, offscreen, "
             "with a fixed camera (front-right, slightly above; +y up, so chairs stand upright), fixed lights and a "
