@@ -11,8 +11,11 @@ import torch
 
 from nfd.cli import main
 from nfd.errors import NfdError
-from nfd.report.tables import (PUBLISHED_T1, Table, jacobian_norms, load_evaluation, markdown_path, read_csv_rows,
-                        table_t1, table_t2, table_t3, table_t4, write_table)
+from nfd.report.t1 import PUBLISHED_T1, load_evaluation, table_t1
+from nfd.report.t2 import table_t2
+from nfd.report.t3 import table_t3
+from nfd.report.t4 import jacobian_norms, table_t4
+from nfd.report.table import Table, markdown_path, read_csv_rows, write_table
 
 
 def _mlp_size(widths: list[int]) -> int:

@@ -178,12 +178,12 @@ def run_sample(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from nfd.cli import int_at_least, verb_help
+
     p = sub.add_parser("sample", help=verb_help(__name__),
                        description="Draw NUM latents from the seed, map them to functions and evaluate them on an "
                                    "R x R (2D) or R^3 (3D) grid over [-1, 1]^d, in chunks. Writes an .npz with "
                                    "'features' [NUM, R, ..., R, k] in [-1, 1] and 'latents'.")
-    from nfd.cli import int_at_least, verb_help
-
     p.add_argument("--checkpoint", required=True, help="model.pt or checkpoints/last.pt of a training run")
     p.add_argument("--num", type=int_at_least(1), required=True, help="number of functions to sample")
     p.add_argument("--resolution", type=int_at_least(2), required=True,
