@@ -19,7 +19,7 @@ published number says so.
 
 ``--preset`` names a pipeline preset of ``params.yaml`` (tiny, demo, paper) or a config preset (mnist, celebahq64,
 ...). T1 labels its measured rows with it; T2 measures the discriminator of the config preset it maps to (see
-:data:`T2_MODEL`, or ``--model``); T3 and T4 always list every config preset.
+:data:`nfd.report.t2.T2_MODEL`, or ``--model``); T3 and T4 always list every config preset.
 """
 
 from __future__ import annotations
