@@ -1,7 +1,7 @@
 # Entry point: config, the default target (every figure and table of the preset) and the rules in
 # workflow/rules/; every command comes from nfd.pipeline (see README). The plan is built from the config each time
 # Snakemake parses this file, so an edit of params.yaml always takes effect; common.smk checks the config against
-# workflow/schemas/config.schema.yaml and stops with one line naming the bad key.
+# the package's nfd/schemas/config.schema.yaml (nfd.pipeline.validate_params) and stops with one line naming the bad key.
 from snakemake.utils import min_version
 
 min_version("8.20")

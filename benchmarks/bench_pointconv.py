@@ -19,10 +19,10 @@ from collections.abc import Callable
 import torch
 
 from nfd.config import preset
-from nfd.discriminators import PointConvDiscriminator
+from nfd.models.discriminators import PointConvDiscriminator
 from nfd.grid import grid_coords
-from nfd.neighbours import build_plan, canonical_knn, knn, knn_naive, pool_levels
-from nfd.pointconv import PointConv, pointconv_naive
+from nfd.models.neighbours import build_plan, canonical_knn, knn, knn_naive, pool_levels
+from nfd.models.pointconv import PointConv, pointconv_naive
 
 
 def median_time(fn: Callable[[], object], repeat: int, device: torch.device) -> float:

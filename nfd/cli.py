@@ -7,26 +7,32 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
 from nfd import __version__
 from nfd.errors import NfdError
 
-VERB_MODULES = [
-    "nfd.train",
-    "nfd.sample",
-    "nfd.fit_image",
-    "nfd.data.cli",
-    "nfd.mesh",
-    "nfd.render",
-    "nfd.figures",
-    "nfd.metrics.cli",
-    "nfd.tables",
-    "nfd.bench",
-    "nfd.sweep",
-    "nfd.pipeline",
-]
-"""Modules that define ``register(subparsers)``; each adds one verb (or a verb group) with full ``--help``."""
+VERBS: dict[str, tuple[str, str]] = {
+    "nfd.training.trainer": ("train", "train an NFD (or a baseline) on a processed HDF5 data set"),
+    "nfd.sampling.sample": ("sample", "sample functions and evaluate them on a grid of any resolution"),
+    "nfd.training.fit_image": ("fit-image", "Fig. 2: fit one image with an MLP, with or without Fourier features"),
+    "nfd.data.cli": ("data", "download and preprocess datasets into nfd-pointcloud HDF5; synthetic chairs"),
+    "nfd.viz.mesh": ("mesh", "mesh 3D occupancy samples with marching cubes"),
+    "nfd.viz.render": ("render", "render mesh files to PNG images"),
+    "nfd.viz.figures": ("figure", "compose one paper figure from samples and renders"),
+    "nfd.metrics.cli": ("evaluate", "train the MNIST classifier; score samples (MNIST, 3D shapes, FID)"),
+    "nfd.report.tables": ("table", "write a table of the reproduction (T1-T4) as CSV and Markdown"),
+    "nfd.report.bench": ("bench", "time full training steps (fast vs naive path) or sampling at scale"),
+    "nfd.training.sweep": ("sweep", "train a preset over seeds x thread counts, score every run, write one table"),
+    "nfd.pipeline": ("pipeline", "the reproduction plan shared by Snakemake and DVC"),
+}
+"""Module -> (verb, one-line help) of each module that defines ``register(subparsers)`` (one verb or verb group
+with full ``--help``). The help lives here so that ``nfd --help`` lists every verb without importing its module
+(torch, matplotlib and trimesh load only for the verb that runs)."""
+
+VERB_MODULES = list(VERBS)
+"""The modules whose verbs ``nfd`` offers, in ``--help`` order."""
 
 
 def int_at_least(low: int):
@@ -44,28 +50,76 @@ def int_at_least(low: int):
     return parse
 
 
-def build_parser() -> argparse.ArgumentParser:
+def verb_help(module: str) -> str:
+    """The one-line help of the verb that ``module`` registers (see :data:`VERBS`)."""
+    return VERBS[module][1]
+
+
+def requested_verb(argv: list[str]) -> str:
+    """The verb of a command line (its first word that is not an option; the top-level options take no values), or
+    "" when there is none (``nfd --help``)."""
+    return next((a for a in argv if not a.startswith("-")), "")
+
+
+def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
+    """The ``nfd`` parser. ``verb=None`` registers every verb in full; otherwise only the module of ``verb`` is imported
+    and registered, and the other verbs are listed by name and help alone (so ``nfd --help`` and ``nfd VERB`` import
+    only what they need)."""
     parser = argparse.ArgumentParser(
         prog="nfd",
         description="Generative models as distributions of functions: data, training, sampling, figures, metrics.",
     )
     parser.add_argument("--version", action="version", version=f"nfd {__version__}")
+    parser.add_argument("-v", "--verbose", dest="log_verbose", action="count", default=0,
+                        help="log more (-v: progress notes, -vv: debug); before the verb")
+    parser.add_argument("-q", "--quiet", dest="log_quiet", action="count", default=0,
+                        help="log errors only; before the verb")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
     for name in VERB_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name == name:  # the verb's module is not part of this build yet
-                continue
-            raise
-        module.register(sub)
+        name_verb, help_text = VERBS[name]
+        if verb is None or verb == name_verb:
+            importlib.import_module(name).register(sub)
+        else:
+            sub.add_parser(name_verb, help=help_text)
     return parser
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to the ``sys.stderr`` of the moment (a handler made once must follow a redirected stderr)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+_HANDLER = _StderrHandler()
+_HANDLER.setFormatter(logging.Formatter("nfd: %(message)s"))
+
+
+def configure_logging(verbose: int = 0, quiet: int = 0) -> None:
+    """The one logging setup of the ``nfd`` command: warnings by default, -v info, -vv debug, -q errors only.
+
+    Records of the ``nfd.*`` loggers and Python warnings (``logging.captureWarnings``, so a warned fallback is shown
+    once, as a log line) go to stderr; calling it again only changes the level."""
+    level = logging.ERROR if quiet else {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
+    for name in ("nfd", "py.warnings"):
+        logger = logging.getLogger(name)
+        logger.setLevel(level)
+        if _HANDLER not in logger.handlers:
+            logger.addHandler(_HANDLER)
+    logging.captureWarnings(True)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    parser = build_parser(requested_verb(argv))
     args = parser.parse_args(argv)
+    configure_logging(args.log_verbose, args.log_quiet)
     try:
         result = args.func(args)
     except NfdError as e:

@@ -48,7 +48,7 @@ class GeneratorConfig:
     """Negative slope of the LeakyReLU used in f_theta and g_phi (0.1 in the authors' released code)."""
     init: str = "pytorch"
     """Initialisation of g_phi: 'pytorch' (PyTorch's default Linear init, as in the authors' released code) or
-    'hyperfan_in' (every layer of f_theta starts with weights scaled to its fan-in; see nfd.hypernetwork). Measured on
+    'hyperfan_in' (every layer of f_theta starts with weights scaled to its fan-in; see nfd.models.hypernetwork). Measured on
     the demo presets: hyperfan-in starts f_theta's tanh saturated and the samples stay near-binary."""
     encoding: EncodingConfig = field(default_factory=EncodingConfig)
     """Fourier-feature encoding of the coordinates."""

@@ -23,10 +23,12 @@ from typing import Any
 
 import yaml
 
+from nfd.cli import verb_help
 from nfd.errors import NfdError
 from nfd.io import atomic_path
 
-SCHEMA = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
+SCHEMA = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
+"""JSON schema of ``params.yaml``, package data (so an installed nfd validates params without the source tree)."""
 REPORT = "results/report.html"
 """The HTML report (every figure, table and progress curve with its caption), built by ``snakemake --report``."""
 REPORT_CMD = f"snakemake --report {REPORT}"
@@ -37,7 +39,7 @@ CHECK_STAMP = "results/pipeline_check.txt"
 orders the check first. Its text never changes, so a passing check re-runs nothing downstream."""
 STAMP_TEXT = "dvc.yaml matches params.yaml\n"
 CHECK_CMD = f"nfd pipeline check --stamp {CHECK_STAMP}"
-CHECK_DEPS = ["params.yaml", "workflow/schemas/config.schema.yaml"]
+CHECK_DEPS = ["params.yaml", "nfd/schemas/config.schema.yaml"]
 HEADER = ("# Written by `nfd pipeline dvc-yaml` from params.yaml (preset: {preset}); do not edit by hand.\n"
           "# Stage 'check' stops `dvc repro` when params.yaml no longer matches this file. For a dry run use\n"
           "# `dvc repro --dry --force-downstream`: a plain --dry stops at the first stage whose inputs it did not make.\n")
@@ -230,7 +232,7 @@ class Plan:
         return clf
 
     def progress(self, exp: str) -> str:
-        """Sample quality at every snapshot of a run (item 5 of the evaluation issue), a DVC plot."""
+        """Sample quality at every snapshot of a run (:mod:`nfd.metrics.progress`), a DVC plot."""
         spec = self.p["experiments"].get(exp)
         if spec is None:
             raise NfdError(f"params: preset '{self.preset}' lists progress of '{exp}', which is not an experiment")
@@ -486,7 +488,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("pipeline", help="the reproduction plan shared by Snakemake and DVC",
+    p = sub.add_parser("pipeline", help=verb_help(__name__),
                        description="Inspect the plan derived from params.yaml, or write dvc.yaml from it.")
     verbs = p.add_subparsers(dest="pipeline_verb", metavar="ACTION")
     verbs.required = True

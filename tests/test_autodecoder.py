@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from nfd.autodecoder import AutoDecoder
+from nfd.models.autodecoder import AutoDecoder
 from nfd.config import EncodingConfig, GeneratorConfig
 from nfd.grid import grid_coords
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from nfd.config import ConfigError, DiscriminatorConfig, preset
-from nfd.discriminators import PointConvDiscriminator, SetDiscriminator, build_discriminator
+from nfd.models.discriminators import PointConvDiscriminator, SetDiscriminator, build_discriminator
 from nfd.grid import grid_coords
 
 

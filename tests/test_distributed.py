@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from nfd import checkpoint as ckpt
+from nfd.training import checkpoint as ckpt
 from tests.conftest import write_h5
 
 
@@ -73,8 +73,8 @@ def test_batch_must_split_evenly(data, tmp_path) -> None:
 
 def test_each_rank_reads_its_share_of_the_global_batch(data, tmp_path) -> None:
     from nfd.config import preset
-    from nfd.distributed import World
-    from nfd.train import Trainer
+    from nfd.training.distributed import World
+    from nfd.training.trainer import Trainer
 
     t = Trainer(preset("tiny"), data, tmp_path / "r")
     full = [t.batch(s) for s in range(3)]

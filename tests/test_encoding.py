@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from nfd.config import EncodingConfig
-from nfd.encoding import FourierFeatures, IdentityEncoding, make_encoding
+from nfd.models.encoding import FourierFeatures, IdentityEncoding, make_encoding
 from nfd.grid import grid_coords
 
 

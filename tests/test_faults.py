@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 import torch
 
-from nfd import checkpoint as ckpt
-from nfd.runfolder import LOCK_NAME
+from nfd.training import checkpoint as ckpt
+from nfd.training.runfolder import LOCK_NAME
 from tests.conftest import write_h5
 
 STEPS = 120

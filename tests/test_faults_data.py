@@ -130,7 +130,7 @@ def test_damaged_coords_refused_by_info_train_and_evaluate(tmp_path, capsys):
     bad point. Now every entry point stops with one line naming the file and /coords."""
     from nfd.config import resolve
     from nfd.metrics.data import read_examples
-    from nfd.train import Trainer
+    from nfd.training.trainer import Trainer
 
     path = tmp_path / "chairs.h5"
     make_chairs_like(path)

@@ -35,7 +35,7 @@ def test_bad_inputs(tmp_path, capsys):
 
 def test_title_fits_a_one_column_figure(tmp_path):
     """The preset's long label must stay inside the figure (it used to run off both sides of fig12/13/14)."""
-    from nfd.figures import FIGURES
+    from nfd.viz.figures import FIGURES
 
     label = "fig13: demo preset (CPU, minutes of training, not the paper results): MNIST 28^2 samples"
     fig = FIGURES["fig13"]({"mnist_setdisc": _npz(tmp_path / "s.npz", (16, 28, 28, 1))}, label)
@@ -76,7 +76,7 @@ def test_fig9_ignores_hidden_temporary_pngs(tmp_path):
     assert ((img[..., 2] > 200) & (img[..., 0] < 50)).any()       # the blue renders are there
     assert not ((img[..., 0] > 200) & (img[..., 1] < 50)).any()    # the hidden red one is not
 
-    from nfd.figures import load_renders
+    from nfd.viz.figures import load_renders
     assert len(load_renders(renders)) == 2
 
 

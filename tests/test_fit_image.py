@@ -5,7 +5,7 @@ import json
 import numpy as np
 
 from nfd.cli import main
-from nfd.fit_image import psnr
+from nfd.training.fit_image import psnr
 
 
 def test_psnr_analytic():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nfd.function import MLPShape, _layers, batched_mlp, per_example_mlp
+from nfd.models.function import MLPShape, _layers, batched_mlp, per_example_mlp
 
 SLOPE = 0.2
 

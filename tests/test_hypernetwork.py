@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 
 from nfd.config import EncodingConfig, GeneratorConfig, preset
-from nfd.encoding import FourierFeatures, IdentityEncoding
-from nfd.function import MLPShape
+from nfd.models.encoding import FourierFeatures, IdentityEncoding
+from nfd.models.function import MLPShape
 from nfd.grid import grid_coords
-from nfd.hypernetwork import FunctionDistribution, HyperNetwork, hyperfan_in_variances
+from nfd.models.hypernetwork import FunctionDistribution, HyperNetwork, hyperfan_in_variances
 
 
 def _tiny(num_frequencies: int = 8) -> GeneratorConfig:
@@ -22,7 +22,7 @@ def _tiny(num_frequencies: int = 8) -> GeneratorConfig:
 
 
 def _pre_tanh(params: torch.Tensor, x: torch.Tensor, shape: MLPShape, slope: float) -> torch.Tensor:
-    """f_theta without its final tanh, unpacking the flat layout independently of nfd.function."""
+    """f_theta without its final tanh, unpacking the flat layout independently of nfd.models.function."""
     out = []
     for row in params:
         h, pos = x, 0

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from nfd.losses import d_loss, g_loss, r1_penalty
+from nfd.models.losses import d_loss, g_loss, r1_penalty
 
 
 def _softplus(t: float) -> float:

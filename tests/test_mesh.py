@@ -1,4 +1,4 @@
-"""Marching cubes (nfd.mesh): geometry against analytic shapes, axes, empties, export and the ``nfd mesh`` verb."""
+"""Marching cubes (nfd.viz.mesh): geometry against analytic shapes, axes, empties, export and the ``nfd mesh`` verb."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import trimesh
 
 from nfd.cli import main
 from nfd.errors import NfdError
-from nfd.mesh import (SMOOTH_ITERATIONS, EmptySurfaceError, export_meshes, extract_mesh, point_to_surface_distance,
+from nfd.viz.mesh import (SMOOTH_ITERATIONS, EmptySurfaceError, export_meshes, extract_mesh, point_to_surface_distance,
                       smooth_mesh, surface_chamfer)
 
 RADIUS = 0.6

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from nfd import neighbours as nb
+from nfd.models import neighbours as nb
 from nfd.grid import grid_coords
-from nfd.neighbours import PlanCache, build_plan, pool_levels, canonical_knn, knn, knn_naive, select_queries
+from nfd.models.neighbours import PlanCache, build_plan, pool_levels, canonical_knn, knn, knn_naive, select_queries
 
 P_VALUES = [1.0, 2.0, math.inf, 3.0]
 

@@ -18,7 +18,8 @@ from nfd.pipeline import CHECK_CMD, CHECK_STAMP, REPORT, REPORT_CMD, Plan, load_
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-PIPELINE_FILES = ["Snakefile", "workflow", "params.yaml", "profiles", "dvc.yaml", ".dvc/config", ".dvcignore"]
+PIPELINE_FILES = ["Snakefile", "workflow", "params.yaml", "profiles", "dvc.yaml", ".dvc/config", ".dvcignore",
+                  "nfd/schemas/config.schema.yaml"]  # the check stage depends on the schema (package data)
 
 
 def _env() -> dict[str, str]:

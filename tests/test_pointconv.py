@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nfd.neighbours import canonical_knn
-from nfd.pointconv import PointConv, WeightNet, avg_pool, gather_neighbours, pointconv_naive
+from nfd.models.neighbours import canonical_knn
+from nfd.models.pointconv import PointConv, WeightNet, avg_pool, gather_neighbours, pointconv_naive
 
 
 def _setup(per_example: bool, seed: int = 0, b: int = 3, n: int = 40, d: int = 2, cin: int = 5,
@@ -119,7 +119,7 @@ def test_shared_strategies_match_naive_through_double_backward(strategy: str) ->
     """Every form of the shared-neighbourhood PointConv equals the naive reference on a grid (where offsets recur,
     so 'grouped' merges pairs) in values, gradients and the second-order terms R1's penalty backpropagates."""
     from nfd.grid import grid_coords
-    from nfd.neighbours import build_plan, pool_levels
+    from nfd.models.neighbours import build_plan, pool_levels
 
     torch.manual_seed(4)
     coords = grid_coords(9, 2).double()
@@ -145,7 +145,7 @@ def test_shared_strategies_match_naive_through_double_backward(strategy: str) ->
 
 def test_auto_strategy_picks_grouped_only_for_large_groups_and_wide_inputs() -> None:
     from nfd.grid import grid_coords
-    from nfd.neighbours import build_plan, pool_levels
+    from nfd.models.neighbours import build_plan, pool_levels
 
     plan = build_plan(grid_coords(64, 2), pool_levels(2, 9))
     wide, narrow = PointConv(2, 64, 8, [16]), PointConv(2, 3, 8, [16])

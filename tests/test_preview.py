@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from nfd.preview import grid_image, to_image
+from nfd.viz.preview import grid_image, to_image
 
 
 def test_3d_preview_orientation_and_depth():

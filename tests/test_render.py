@@ -1,4 +1,4 @@
-"""Offscreen rendering (nfd.render) and the ``nfd render`` verb.
+"""Offscreen rendering (nfd.viz.render) and the ``nfd render`` verb.
 
 Backend that actually ran on the development machine (no GPU, no display): pyrender on **EGL** through Mesa llvmpipe
 (``EGL_EXT_platform_device``, renderer "llvmpipe (LLVM 15.0.6, 256 bits)", Mesa 22.3.6); ``backend="auto"`` picks it.
@@ -19,10 +19,10 @@ import pytest
 import trimesh
 from PIL import Image
 
-from nfd import render
+from nfd.viz import render
 from nfd.cli import main
 from nfd.errors import NfdError
-from nfd.render import RenderUnavailableError, backend_used, render_mesh
+from nfd.viz.render import RenderUnavailableError, backend_used, render_mesh
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 96
@@ -163,7 +163,7 @@ def test_fallback_chain_in_a_fresh_process(tmp_path):
 
 
 def _terraced_sphere(res: int = 40, radius: float = 0.6) -> trimesh.Trimesh:
-    from nfd.mesh import extract_mesh
+    from nfd.viz.mesh import extract_mesh
 
     axis = np.linspace(-1.0, 1.0, res)
     x, y, z = np.meshgrid(axis, axis, axis, indexing="ij")

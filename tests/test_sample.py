@@ -8,7 +8,7 @@ import torch
 
 from nfd.cli import main
 from nfd.config import resolve
-from nfd.train import Trainer
+from nfd.training.trainer import Trainer
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def test_same_seed_same_functions_across_resolutions(model_2d, tmp_path):
 
 
 @pytest.mark.parametrize("content, msg", [
-    (b"not a checkpoint at all", "checkpoint"),  # the wording is nfd.checkpoint's
+    (b"not a checkpoint at all", "checkpoint"),  # the wording is nfd.training.checkpoint's
     (None, "not an nfd checkpoint"),
 ])
 def test_bad_checkpoints(tmp_path, capsys, content, msg):
@@ -70,7 +70,7 @@ def model_3d(tmp_path_factory):
 
 def test_grid_rows_are_rows_of_the_full_grid():
     from nfd.grid import grid_coords
-    from nfd.sample import grid_axis, grid_rows
+    from nfd.sampling.sample import grid_axis, grid_rows
 
     for r, d in ((1, 2), (2, 3), (7, 2), (5, 3), (3, 4)):
         full = grid_coords(r, d)
@@ -84,7 +84,7 @@ def test_chunked_grid_is_bit_identical_to_the_one_shot_path(request, which, reso
     """The earlier implementation built the whole grid and evaluated it in one call; chunked generation must give
     the same bits, also for chunk sizes that do not divide the grid."""
     from nfd.grid import grid_coords
-    from nfd.sample import latents, load_generator, sample_grid
+    from nfd.sampling.sample import latents, load_generator, sample_grid
 
     G, meta = load_generator(request.getfixturevalue(which))
     d = int(meta["coord_dim"])
@@ -108,7 +108,7 @@ def test_peak_memory_is_the_output_plus_one_chunk(model_2d):
 
     script = (
         "import sys, torch\n"
-        "from nfd.sample import latents, load_generator, sample_grid\n"
+        "from nfd.sampling.sample import latents, load_generator, sample_grid\n"
         "torch.set_num_threads(1)\n"
         "G, meta = load_generator(sys.argv[1]); z = latents(G, 1, 0)\n"
         "def kb(key):\n"

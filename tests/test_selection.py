@@ -1,4 +1,4 @@
-"""Automatic sample choices for figures (nfd.selection, fig6/fig9 best batch, fig11 worst samples)."""
+"""Automatic sample choices for figures (nfd.viz.selection, fig6/fig9 best batch, fig11 worst samples)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nfd import selection
+from nfd.viz import selection
 from nfd.cli import main
 from nfd.errors import NfdError
-from nfd.figures import FIGURES, FigureOptions
+from nfd.viz.figures import FIGURES, FigureOptions
 from tests.conftest import write_contract_h5
 
 RES = 16

@@ -7,7 +7,7 @@ import json
 import numpy as np
 
 from nfd.cli import main
-from nfd.sweep import GREY, SATURATED, value_shares
+from nfd.training.sweep import GREY, SATURATED, value_shares
 
 
 def _rows(path):

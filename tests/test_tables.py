@@ -11,8 +11,11 @@ import torch
 
 from nfd.cli import main
 from nfd.errors import NfdError
-from nfd.tables import (PUBLISHED_T1, Table, jacobian_norms, load_evaluation, markdown_path, read_csv_rows,
-                        table_t1, table_t2, table_t3, table_t4, write_table)
+from nfd.report.t1 import PUBLISHED_T1, load_evaluation, table_t1
+from nfd.report.t2 import table_t2
+from nfd.report.t3 import table_t3
+from nfd.report.t4 import jacobian_norms, table_t4
+from nfd.report.table import Table, markdown_path, read_csv_rows, write_table
 
 
 def _mlp_size(widths: list[int]) -> int:
@@ -38,7 +41,7 @@ def _t3_row(t3: Table, preset: str, dataset: str) -> dict:
 
 
 def test_t3_function_sizes_match_the_paper_and_the_formula(t3: Table) -> None:
-    from nfd.function import MLPShape
+    from nfd.models.function import MLPShape
 
     chairs = _t3_row(t3, "shapenet_chairs", "chairs")
     celeba = _t3_row(t3, "celebahq64", "celebahq64")
@@ -64,7 +67,7 @@ def test_t3_lists_every_preset_and_counts_g_and_d(t3: Table) -> None:
         assert r["d_params"] > 0
     # the discriminator count is that of the module the trainer builds
     from nfd.config import preset
-    from nfd.discriminators import build_discriminator
+    from nfd.models.discriminators import build_discriminator
 
     cfg = preset("celebahq64")
     d = build_discriminator(2, 3, cfg.discriminator)
@@ -96,7 +99,7 @@ def test_t4_bound_formula_and_measured_gradient_below_it(t4: Table) -> None:
 
 def test_t4_uses_the_presets_encoding_and_the_trainers_b(t4: Table) -> None:
     from nfd.config import preset
-    from nfd.hypernetwork import FunctionDistribution
+    from nfd.models.hypernetwork import FunctionDistribution
 
     row = next(r for r in t4.rows if r["config_preset"] == "celebahq64" and r["component"].startswith("generator"))
     assert (row["m"], row["sigma"], row["in_dim"]) == (128, 2.0, 2)
@@ -111,7 +114,7 @@ def test_t4_uses_the_presets_encoding_and_the_trainers_b(t4: Table) -> None:
 
 
 def test_jacobian_norms_match_a_per_point_jacobian() -> None:
-    from nfd.encoding import FourierFeatures
+    from nfd.models.encoding import FourierFeatures
 
     enc = FourierFeatures(3, 5, 1.3, generator=torch.Generator().manual_seed(3)).double()
     x = torch.rand(7, 3, dtype=torch.float64) * 2 - 1

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from nfd import checkpoint as ckpt
+from nfd.training import checkpoint as ckpt
 from nfd.cli import main
 from nfd.config import resolve
 from nfd.errors import NfdError
-from nfd.train import Trainer
+from nfd.training.trainer import Trainer
 
 
 def _cfg(*sets: str):
@@ -50,7 +50,7 @@ def test_resume_equals_uninterrupted(images_h5, tmp_path, ema):
 def test_ema_follows_its_recurrence_and_is_what_samples(images_h5, tmp_path):
     """G_ema after each step equals the recurrence e <- b e + (1 - b) G computed by hand from G's weights, and
     model.pt samples from it."""
-    from nfd.sample import load_generator
+    from nfd.sampling.sample import load_generator
 
     beta = 0.75
     t = Trainer(_cfg("steps=1", f"train.ema_beta={beta}"), images_h5, tmp_path / "r")

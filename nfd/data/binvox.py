@@ -155,12 +155,3 @@ def encode_binvox(
     ).encode()
     return header + body.tobytes()
 
-
-def write_binvox(path: str | Path, voxels: np.ndarray, translate=(0.0, 0.0, 0.0), scale: float = 1.0) -> None:
-    """Write ``encode_binvox(voxels)`` to ``path`` atomically."""
-    from nfd.data.fsutil import set_default_mode
-    from nfd.io import atomic_path
-
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(encode_binvox(voxels, translate, scale))
-        set_default_mode(tmp)

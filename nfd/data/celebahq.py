@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -153,6 +152,3 @@ def prepare_celebahq(
     summary["skipped"] = skipped
     return summary
 
-
-def default_workers() -> int:
-    return max(1, min(8, (os.cpu_count() or 1)))

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from nfd.cli import verb_help
 from nfd.errors import NfdError
 
 
@@ -174,7 +175,7 @@ def _add_prepare_common(p: argparse.ArgumentParser, source_help: str) -> None:
 def register(subparsers: argparse._SubParsersAction) -> None:
     data = subparsers.add_parser(
         "data",
-        help="download and preprocess datasets into nfd-pointcloud HDF5; synthetic chairs",
+        help=verb_help(__name__),
         description="Datasets: download (registry with mirrors), prepare (into the one HDF5 format of "
         "docs/contracts.md), synth-chairs (offline procedural 3D chairs), info.",
     )

@@ -42,7 +42,6 @@ import numpy as np
 
 from nfd import __version__
 from nfd.errors import NfdError
-from nfd.data.fsutil import set_default_mode
 from nfd.io import atomic_path, os_error_reason
 
 FORMAT = "nfd-pointcloud"
@@ -414,7 +413,6 @@ def _write_pointcloud(
                 value = value() if callable(value) else value
                 f.attrs[key] = _to_stored(value)
         size = tmp.stat().st_size
-        set_default_mode(tmp)
     return {
         "path": str(out),
         "num_examples": count,

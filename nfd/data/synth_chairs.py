@@ -249,7 +249,6 @@ def synth_chairs(
                         if mesh_tmp is not None:
                             chair_mesh(chair).export(mesh_tmp / f"{chair.id}.ply", file_type="ply", encoding="binary")
                         manifest.append({"id": chair.id, "boxes": len(chair.boxes), **chair.parts})
-            set_default_mode(tmp)
         if mesh_tmp is not None:
             set_default_mode(mesh_tmp)
             final = out_dir / "meshes"
@@ -272,7 +271,6 @@ def synth_chairs(
     }
     with atomic_path(out_dir / "manifest.json") as tmp:
         tmp.write_text(json.dumps(info, indent=1) + "\n")
-        set_default_mode(tmp)
     return {
         "out_dir": str(out_dir),
         "num": num,

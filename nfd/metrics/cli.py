@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 
+from nfd.cli import verb_help
 from nfd.errors import NfdError
 
 SPLIT_CHOICES = ["train", "val", "test", "all"]
@@ -56,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``evaluate`` verb group to the ``nfd`` parser."""
     p = sub.add_parser(
         "evaluate",
-        help="train the MNIST classifier; score samples (MNIST, 3D shapes, FID)",
+        help=verb_help(__name__),
         description=(
             "Score generated samples against held-out real data. Each METRIC verb writes one JSON record (--out) and "
             "can append it as one line to a .jsonl log (--jsonl). Run 'nfd evaluate METRIC --help' for details."

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from nfd.errors import NfdError
 from nfd.io import atomic_path
-from nfd.metrics_log import format_value
+from nfd.training.loss_log import format_value
 
 COLUMNS = {
     "classifier_fd": ["classifier_fd", "confident_share", "class_entropy"],
@@ -44,8 +44,8 @@ def evaluate_progress(run: str | Path, data: str | Path, out: str | Path, classi
     from nfd.metrics.data import h5_info
     from nfd.metrics.registry import append_jsonl
     from nfd.metrics.scoring import score_mnist, score_shapes
-    from nfd.models import pick_device
-    from nfd.sample import latents, load_generator, sample_grid
+    from nfd.models.build import pick_device
+    from nfd.sampling.sample import latents, load_generator, sample_grid
 
     run = Path(run)
     info = h5_info(data)

@@ -240,7 +240,7 @@ def volume_point_set(
 
     Returns ``None`` when there is no surface (a failed shape).
     """
-    from nfd.mesh import EmptySurfaceError, extract_mesh
+    from nfd.viz.mesh import EmptySurfaceError, extract_mesh
 
     try:
         mesh = extract_mesh(np.asarray(volume, dtype=np.float32), level=level)

@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from nfd import checkpoint as ckpt
+from nfd.training import checkpoint as ckpt
 from nfd.errors import NfdError
 from nfd.grid import grid_coords
 from nfd.io import atomic_path, free_disk_bytes, writing
-from nfd.models import build_generator, pick_device
+from nfd.models.build import build_generator, pick_device
 
 
 def load_generator(path: str | Path, device: str = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -178,12 +178,12 @@ def run_sample(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("sample", help="sample functions and evaluate them on a grid of any resolution",
+    from nfd.cli import int_at_least, verb_help
+
+    p = sub.add_parser("sample", help=verb_help(__name__),
                        description="Draw NUM latents from the seed, map them to functions and evaluate them on an "
                                    "R x R (2D) or R^3 (3D) grid over [-1, 1]^d, in chunks. Writes an .npz with "
                                    "'features' [NUM, R, ..., R, k] in [-1, 1] and 'latents'.")
-    from nfd.cli import int_at_least
-
     p.add_argument("--checkpoint", required=True, help="model.pt or checkpoints/last.pt of a training run")
     p.add_argument("--num", type=int_at_least(1), required=True, help="number of functions to sample")
     p.add_argument("--resolution", type=int_at_least(2), required=True,

@@ -201,7 +201,7 @@ class OffsetGroups:
 
     On a grid, and on points taken from a grid, the same few offsets recur across the whole level (64^2 images: 74
     distinct offsets among the 9,216 pairs of the second level), so a PointConv needs its weight matrix W(u) once per
-    distinct u instead of once per pair (see :meth:`nfd.pointconv.PointConv.forward_grouped`). Offsets equal up to
+    distinct u instead of once per pair (see :meth:`nfd.models.pointconv.PointConv.forward_grouped`). Offsets equal up to
     rounding (16 units in the last place of the coordinates) share a group.
     """
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from nfd.cli import verb_help
 from nfd.errors import NfdError
 from nfd.io import atomic_path
 
@@ -244,7 +245,7 @@ def run_sweep(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("sweep", help="train a preset over seeds x thread counts, score every run, write one table",
+    p = sub.add_parser("sweep", help=verb_help(__name__),
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", required=True, help="model preset (nfd train --preset)")
     p.add_argument("--data", required=True, type=Path, help="processed HDF5 file")

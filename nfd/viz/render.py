@@ -10,7 +10,7 @@ Backends, tried in this order by ``backend="auto"``:
 PyOpenGL fixes its platform when ``OpenGL`` is first imported, from ``PYOPENGL_PLATFORM``. So the choice is made
 lazily on the first render: if nothing has imported OpenGL yet, ``PYOPENGL_PLATFORM`` is set here (unless the user
 set it, which is then respected and the only GL platform tried) before pyrender is imported. If OpenGL was already
-imported by someone else, only its platform can be used. The backend in use is logged once (logger ``nfd.render``)
+imported by someone else, only its platform can be used. The backend in use is logged once (logger ``nfd.viz.render``)
 and a fallback is reported as a warning, e.g. "EGL unavailable (...), falling back to OSMesa";
 ``backend_used()`` tells which one rendered.
 
@@ -47,7 +47,7 @@ import trimesh
 from nfd.errors import NfdError
 from nfd.io import atomic_path
 
-log = logging.getLogger("nfd.render")
+log = logging.getLogger("nfd.viz.render")
 
 BACKENDS = ("auto", "egl", "osmesa", "matplotlib")
 MIN_SIZE, MAX_SIZE = 8, 8192
@@ -230,7 +230,7 @@ def _auto_candidates() -> list[str]:
     if loaded is not None:
         if loaded in ("egl", "osmesa"):
             return [loaded, "matplotlib"]
-        _warn(f"PyOpenGL was already imported for platform {loaded!r} (not egl/osmesa) before nfd.render chose one, "
+        _warn(f"PyOpenGL was already imported for platform {loaded!r} (not egl/osmesa) before nfd.viz.render chose one, "
               "falling back to matplotlib", stacklevel=5)
         return ["matplotlib"]
     user = os.environ.get("PYOPENGL_PLATFORM")
@@ -246,8 +246,7 @@ def _warn(msg: str, stacklevel: int = 4) -> None:
     if msg in _State.announced:
         return
     _State.announced.add(msg)
-    log.warning(msg)
-    warnings.warn(msg, RuntimeWarning, stacklevel=stacklevel)  # _warn <- _resolve <- render_mesh <- caller
+    warnings.warn(msg, RuntimeWarning, stacklevel=stacklevel)  # one message: `nfd` logs warnings (cli)  # _warn <- _resolve <- render_mesh <- caller
 
 
 def _announce(backend: str) -> None:
@@ -542,12 +541,12 @@ def _cmd_render(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from nfd.cli import int_at_least
+    from nfd.cli import int_at_least, verb_help
 
     _non_negative_int = int_at_least(0)
     p = subparsers.add_parser(
         "render",
-        help="render mesh files to PNG images",
+        help=verb_help(__name__),
         description=(
             "Render every mesh file (" + ", ".join(MESH_SUFFIXES) + ") in --meshes to OUT/<name>.png, offscreen, "
             "with a fixed camera (front-right, slightly above; +y up, so chairs stand upright), fixed lights and a "

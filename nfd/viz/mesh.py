@@ -14,7 +14,7 @@ out as one-voxel terraces, which smooth shading shows as rings. A few iterations
 shrinking Laplacian step followed by an inflating one) round the terraces' edges and the voxel-scale jaggedness while
 leaving the shape where it was: the level-0 surface is extracted exactly as before and only its vertices move, by a
 small fraction of a voxel. Terraces many voxels apart are longer than the filter's pass band (about 14 edges) and
-survive it; ``nfd render`` hides those by smoothing its shading normals (``nfd.render.shading_normals``). ``nfd mesh``
+survive it; ``nfd render`` hides those by smoothing its shading normals (``nfd.viz.render.shading_normals``). ``nfd mesh``
 measures how far the vertices moved, as the symmetric Chamfer distance between the smoothed and the unsmoothed mesh,
 and writes it to its summary and its log. The shape metrics (``nfd evaluate shapes``) always use the unsmoothed
 surface.
@@ -384,12 +384,12 @@ def _cmd_mesh(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from nfd.cli import int_at_least
+    from nfd.cli import int_at_least, verb_help
 
     _non_negative_int = int_at_least(0)
     p = subparsers.add_parser(
         "mesh",
-        help="mesh 3D occupancy samples with marching cubes",
+        help=verb_help(__name__),
         description=(
             "Turn every sample of a 3D samples file (from `nfd sample`) into a triangle mesh with marching cubes "
             "(paper Fig. 9/10). Inside is where the occupancy is above --level (0.0 = probability 0.5). Vertices are "

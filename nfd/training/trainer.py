@@ -23,14 +23,14 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from nfd import checkpoint as ckpt
-from nfd import distributed, runfolder
+from nfd.training import checkpoint as ckpt
+from nfd.training import distributed, runfolder
 from nfd.config import Config, TrainConfig, describe, resolve, save_yaml, to_dict
 from nfd.errors import NfdError
-from nfd.losses import g_loss, r1_penalty
-from nfd.metrics_log import MetricsLog
-from nfd.models import build_discriminator_for, build_generator, pick_device
-from nfd.preview import save_preview
+from nfd.models.losses import g_loss, r1_penalty
+from nfd.training.loss_log import MetricsLog
+from nfd.models.build import build_discriminator_for, build_generator, pick_device
+from nfd.viz.preview import save_preview
 
 METRIC_COLUMNS = ["step", "loss_d", "loss_g", "r1", "d_real", "d_fake", "sat_fake", "sat_real", "step_time"]
 """Columns of ``metrics.tsv`` (GAN runs)."""
@@ -530,10 +530,10 @@ def _config_help() -> str:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from nfd.cli import int_at_least
+    from nfd.cli import int_at_least, verb_help
     from nfd.config import PRESETS
 
-    p = sub.add_parser("train", help="train an NFD (or a baseline) on a processed HDF5 data set",
+    p = sub.add_parser("train", help=verb_help(__name__),
                        description="Train a neural function distribution against a point-cloud discriminator "
                                    "(or the auto-decoder / set-discriminator baselines). Writes OUT/config.yaml, "
                                    "OUT/metrics.tsv, OUT/samples/*.png, OUT/checkpoints/last.pt, OUT/snapshots/ "

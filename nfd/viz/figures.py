@@ -3,7 +3,7 @@
 Every figure carries a title naming the data set, the preset and the resolution, so a demo figure is never taken
 for one of the paper's. Where the paper chose samples by eye (Fig. 6 and 9: "the best of 5 batches by visual
 inspection"; Fig. 11: failure cases), the choice here is automatic and the title names the criterion
-(``nfd.selection``): fig6/fig9 given several batches show the best one, fig11 the worst samples of all batches.
+(``nfd.viz.selection``): fig6/fig9 given several batches show the best one, fig11 the worst samples of all batches.
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from nfd.cli import int_at_least  # noqa: E402
+from nfd.cli import int_at_least, verb_help  # noqa: E402
 from nfd.errors import NfdError  # noqa: E402
 from nfd.io import atomic_path  # noqa: E402
-from nfd.preview import grid_image  # noqa: E402
-from nfd import selection  # noqa: E402
+from nfd.viz.preview import grid_image  # noqa: E402
+from nfd.viz import selection  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -143,7 +143,7 @@ def fig2(inputs: dict[str, Path], title: str, opts: FigureOptions | None = None)
 
 
 def _choose_batch(items: list, scores: list[np.ndarray], criterion: selection.Criterion, what: str) -> tuple[int, str]:
-    """Index of the best of several batches (``nfd.selection.best_batch``), printed with every batch's score, and
+    """Index of the best of several batches (``nfd.viz.selection.best_batch``), printed with every batch's score, and
     the words that say which it is."""
     if len(scores) != len(items):
         raise NfdError(f"{what}: {len(items)} batches to show but {len(scores)} scored")
@@ -224,7 +224,7 @@ def _chair_scores(inputs: dict[str, Path], opts: FigureOptions) -> tuple[list[np
 @figure("fig9")
 def fig9(inputs: dict[str, Path], title: str, opts: FigureOptions | None = None) -> plt.Figure:
     """A grid of rendered sampled chairs. With several batches (``renders_b0=DIR samples_b0=NPZ ... data=H5``), the
-    batch whose chairs are on average nearest to a test chair (``nfd.selection``)."""
+    batch whose chairs are on average nearest to a test chair (``nfd.viz.selection``)."""
     opts = opts or FigureOptions()
     renders = selection.batch_paths(inputs, "renders")
     shown = 0
@@ -323,7 +323,7 @@ def run_figure(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("figure", help="compose one paper figure from samples and renders",
+    p = sub.add_parser("figure", help=verb_help(__name__),
                        description="Compose a paper figure (fig2, fig6, fig7, fig8, fig9, fig10, fig11, fig12, "
                                    "fig13, fig14) from the outputs of fit-image, sample and render. Inputs are given "
                                    "as NAME=PATH: fig2 rff=DIR plain=DIR; fig6 celebahq64=NPZ celebahq128=NPZ; "

@@ -13,7 +13,7 @@ more savings, used by :meth:`PointConv.forward_shared` and the discriminator's f
   this costs ``B k Cin Cout + k Cin Cout mid`` multiply-adds against ``B (k Cin mid + Cin mid Cout)`` for the
   factored form: fewer whenever k < mid (the 2D presets: k = 9, mid = 16, about 40% fewer), more in 3D (k = 27).
   :meth:`PointConv.shared_strategy` picks the cheaper one per layer.
-* Weights per distinct offset. On grids the same offsets recur across a level (:class:`nfd.neighbours.OffsetGroups`),
+* Weights per distinct offset. On grids the same offsets recur across a level (:class:`nfd.models.neighbours.OffsetGroups`),
   so W(u) is needed once per distinct offset u, and each group's pairs form one tall product
   ``[pairs * B, Cin] @ W(u)`` (:meth:`PointConv.forward_grouped`): the multiply-adds of the materialised form without
   a ``[M, k * Cin, Cout]`` tensor per query, whose gradient (the same size again, from products with only B rows)
@@ -31,7 +31,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from nfd.neighbours import OffsetGroups
+from nfd.models.neighbours import OffsetGroups
 
 Tensor = torch.Tensor
 
@@ -128,7 +128,7 @@ class PointConv(nn.Module):
         offset groups of at least :attr:`GROUPED_MIN_PAIRS` pairs on average and Cin >= :attr:`GROUPED_MIN_IN_CH`,
         else 'weights' (materialise W once for the batch) or 'factored' (L . sum_i f_i h_i^T), whichever has fewer
         multiply-adds per query for ``batch`` examples and ``k`` shared neighbours. ``groups`` returns the offset
-        groups (e.g. :meth:`nfd.neighbours.PlanLevel.conv_groups`); it is called only when they may be used.
+        groups (e.g. :meth:`nfd.models.neighbours.PlanLevel.conv_groups`); it is called only when they may be used.
 
         Measured (2 threads, batch 64, forward + backward with R1's double backward): the second level of the 64^2
         discriminator, 125 pairs per group, Cin 64: 1.40 s -> 0.79 s; the third, 11 pairs per group: 0.88 s ->

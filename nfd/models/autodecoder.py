@@ -9,7 +9,7 @@ small that the z_i barely leave their initial N(0, prior_std^2) draws.
 
 Latents are stored in prior units, z ~ N(0, prior_std^2), so optimiser steps act on them as in the paper. The
 decoder sees z / prior_std, a fixed rescaling: its input then has unit variance, which is what its initialisation
-assumes (nfd.hypernetwork); without it, prior_std = 0.01 would shrink every initial function to a constant.
+assumes (nfd.models.hypernetwork); without it, prior_std = 0.01 would shrink every initial function to a constant.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nfd.config import GeneratorConfig
-from nfd.hypernetwork import FunctionDistribution
+from nfd.models.hypernetwork import FunctionDistribution
 
 
 class AutoDecoder(nn.Module):

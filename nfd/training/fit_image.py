@@ -15,8 +15,9 @@ from PIL import Image
 from torch import nn
 from tqdm import trange
 
+from nfd.cli import verb_help
 from nfd.config import EncodingConfig
-from nfd.encoding import make_encoding
+from nfd.models.encoding import make_encoding
 from nfd.grid import grid_coords
 from nfd.io import atomic_path
 
@@ -73,7 +74,7 @@ def run_fit_image(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("fit-image", help="Fig. 2: fit one image with an MLP, with or without Fourier features",
+    p = sub.add_parser("fit-image", help=verb_help(__name__),
                        description="Fit IMAGE with a ReLU MLP of 2 hidden layers of 256 (tanh output), Adam lr 1e-3, "
                                    "on random Fourier features (m=256, sigma=10) unless --no-fourier (App. A.1). "
                                    "Writes OUT/fourier.png|no_fourier.png, OUT/target.png and a JSON with the PSNR.")

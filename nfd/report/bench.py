@@ -1,6 +1,6 @@
 """``nfd bench``: time full training steps of a preset (fast path against the naive references) and sampling at scale.
 
-**What is timed.** One step is exactly :func:`nfd.train.gan_step`, the function :class:`nfd.train.Trainer` calls: a D
+**What is timed.** One step is exactly :func:`nfd.training.trainer.gan_step`, the function :class:`nfd.training.trainer.Trainer` calls: a D
 step (real and fake passes, non-saturating loss, the R1 penalty on the real sets through a double backward, Adam),
 then a G step (fresh latents, D on the fakes, backward through D into the hypernetwork, Adam). The models and
 optimisers are the preset's, built by the same functions as the trainer's, for the preset's data shapes
@@ -10,8 +10,8 @@ trainer's random streams, so the neighbour plan is rebuilt every step and its ti
 plan is built once and cached, as in training.
 
 **Fast and naive.** ``--naive`` runs the same step through the reference implementations (``gan_step(...,
-naive=True)``: the per-example generator loop of :func:`nfd.function.per_example_mlp`, brute-force neighbours
-recomputed on every D call and :func:`nfd.pointconv.pointconv_naive`). The default run measures the fast path and
+naive=True)``: the per-example generator loop of :func:`nfd.models.function.per_example_mlp`, brute-force neighbours
+recomputed on every D call and :func:`nfd.models.pointconv.pointconv_naive`). The default run measures the fast path and
 then, in the same invocation, the naive path (``--naive-steps``, fewer), and reports their ratio.
 
 **Isolation.** Every configuration (fast, naive, each sampling resolution) runs in a fresh subprocess of this
@@ -24,7 +24,7 @@ matrix products (mm, bmm, baddbmm, addmm, convolutions): element-wise work is no
 useful matrix arithmetic. On a CPU the machine's peak is about 32 FP32 FLOP per cycle per core with AVX-512 FMA.
 
 **Sampling** (``--sample``): 16 functions evaluated on 128^3 and 256^3 grids (3D presets) or 1024^2 (2D), through
-:meth:`nfd.hypernetwork.FunctionDistribution.evaluate` in chunks of ``--chunk-points`` points, so the memory beyond
+:meth:`nfd.models.hypernetwork.FunctionDistribution.evaluate` in chunks of ``--chunk-points`` points, so the memory beyond
 the result tensor itself is bounded; each resolution in its own subprocess, reporting time and peak RSS.
 
 **JSON record** (``--json FILE``, one object; ``schema`` = ``nfd-bench/1``). Step mode keys: ``schema, kind`` (=
@@ -69,11 +69,12 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from nfd import ENV_SET_BY_NFD, RUNTIME_ENV
 from nfd.config import Config, PRESETS, resolve, to_dict
+from nfd.cli import verb_help
 from nfd.errors import NfdError
 from nfd.grid import grid_coords
 from nfd.io import atomic_path
-from nfd.models import build_discriminator_for, build_generator, pick_device
-from nfd.train import gan_optimizers, gan_step, step_generator
+from nfd.models.build import build_discriminator_for, build_generator, pick_device
+from nfd.training.trainer import gan_optimizers, gan_step, step_generator
 
 SCHEMA = "nfd-bench/1"
 
@@ -94,7 +95,12 @@ REFERENCE: dict[str, dict[str, Any]] = {
     "shapenet_chairs": {"seconds_per_step": 17.2, "peak_rss_bytes": 9.6e9, "batch_size": 24, "points_per_step": 4096},
 }
 """The authors' released code, one training step (D step with R1, then G step) at the paper's settings, measured on a
-2-core CPU machine with 2 threads, idle (GitHub issue 6). Compared only when batch size and points per step match."""
+2-core CPU machine with 2 threads, idle (code: github.com/EmilienDupont/neural-function-distributions). Compared only
+when batch size and points per step match."""
+
+REFERENCE_SOURCE = ("authors' released code (github.com/EmilienDupont/neural-function-distributions), "
+                    "2 threads, idle")
+"""The ``source`` of a record's ``reference``."""
 
 SAMPLE_RESOLUTIONS = {2: [1024], 3: [128, 256]}
 """Default ``--sample`` grids per coordinate dimension."""
@@ -154,7 +160,7 @@ class BenchSetup:
 
 
 def build_setup(cfg: Config, shape: DataShape, device: torch.device | str = "cpu", seed: int = 0) -> BenchSetup:
-    """The preset's models and optimisers (built as :class:`nfd.train.Trainer` builds them) for ``shape``, and random
+    """The preset's models and optimisers (built as :class:`nfd.training.trainer.Trainer` builds them) for ``shape``, and random
     real features in [-1, 1] for one batch, all in torch's default dtype."""
     if cfg.train.model != "gan":
         raise NfdError(f"nfd bench times the GAN step; train.model is '{cfg.train.model}'")
@@ -188,7 +194,7 @@ def step_inputs(setup: BenchSetup, step: int) -> tuple[torch.Tensor, torch.Tenso
 
 def run_step(setup: BenchSetup, step: int, naive: bool = False, amp: bool = False,
              eager: bool = False) -> dict[str, float]:
-    """One training step of the setup: :func:`nfd.train.gan_step` on the inputs of ``step``."""
+    """One training step of the setup: :func:`nfd.training.trainer.gan_step` on the inputs of ``step``."""
     coords, real, gen = step_inputs(setup, step)
     G = setup.G if eager or setup.G_run is None else setup.G_run
     return gan_step(G, setup.D, setup.opt_g, setup.opt_d, coords, real, setup.cfg.train, gen, naive=naive, amp=amp)
@@ -486,7 +492,7 @@ def _run_child(args: argparse.Namespace, child: str) -> dict[str, Any]:
         else:
             for k, v in RUNTIME_ENV.items():
                 env.setdefault(k, v)
-        env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+        env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[2]),
                                              *filter(None, [env.get("PYTHONPATH")])])
         proc = subprocess.run(_child_argv(args, child, out), env=env)
         if proc.returncode != 0 or not out.is_file():
@@ -563,7 +569,7 @@ def bench_steps(args: argparse.Namespace) -> dict[str, Any]:
     ref = REFERENCE.get(cfg.name)
     comparable = (ref is not None and ref["batch_size"] == cfg.train.batch_size and ref["points_per_step"] == points
                   and shape == data_shape(cfg))
-    rec["reference"] = dict(ref, source="authors' released code, 2 threads, idle (GitHub issue 6)") \
+    rec["reference"] = dict(ref, source=REFERENCE_SOURCE) \
         if comparable else None
     rec["speedup_over_reference"] = rec["rss_fraction_of_reference"] = None
     if comparable and "error" not in primary:
@@ -638,7 +644,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "bench", help="time full training steps (fast vs naive path) or sampling at scale",
+        "bench", help=verb_help(__name__),
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  nfd bench --preset mnist --steps 3 --json results/benchmarks/mnist.json\n"
                "  nfd bench --preset shapenet_chairs --set batch=8 --no-naive\n"

@@ -26,16 +26,16 @@ def build_generator(cfg: Config, coord_dim: int, feature_dim: int, num_examples:
     """The NFD (GAN runs) or the auto-decoder (which also holds one latent per training example and needs the
     number of points of a full example to weigh its prior term)."""
     if cfg.train.model == "autodecoder":
-        from nfd.autodecoder import AutoDecoder
+        from nfd.models.autodecoder import AutoDecoder
 
         return AutoDecoder(num_examples, coord_dim, feature_dim, cfg.generator,
                            prior_std=cfg.train.autodecoder_prior_std, points_per_example=points_per_example)
-    from nfd.hypernetwork import FunctionDistribution
+    from nfd.models.hypernetwork import FunctionDistribution
 
     return FunctionDistribution(coord_dim, feature_dim, cfg.generator)
 
 
 def build_discriminator_for(cfg: Config, coord_dim: int, feature_dim: int) -> nn.Module:
-    from nfd.discriminators import build_discriminator
+    from nfd.models.discriminators import build_discriminator
 
     return build_discriminator(coord_dim, feature_dim, cfg.discriminator)

@@ -14,9 +14,9 @@ import torch
 from torch import nn
 
 from nfd.config import ConfigError, DiscriminatorConfig, EncodingConfig, parse_layers
-from nfd.encoding import make_encoding
-from nfd.neighbours import NeighbourPlan, build_plan, plan_cache
-from nfd.pointconv import PointConv, avg_pool, avg_pool_points_major, pointconv_naive
+from nfd.models.encoding import make_encoding
+from nfd.models.neighbours import NeighbourPlan, build_plan, plan_cache
+from nfd.models.pointconv import PointConv, avg_pool, avg_pool_points_major, pointconv_naive
 
 Tensor = torch.Tensor
 
@@ -72,7 +72,7 @@ class PointConvDiscriminator(nn.Module):
 
     def _forward_shared(self, features: Tensor, plan: NeighbourPlan) -> Tensor:
         """The fast path for coordinates shared by the batch: activations stay points-major ``[N, B, C]`` (see
-        nfd.pointconv), each PointConv takes the cheapest of its forms, pooling is one sparse product."""
+        nfd.models.pointconv), each PointConv takes the cheapest of its forms, pooling is one sparse product."""
         h, points_major = features, False
         for conv, norm, level in zip(self.convs, self.norms, plan.levels):
             h = conv.forward_shared(h, level.conv_idx, level.conv_offsets, points_major, level.conv_groups)  # [M, B, C]

@@ -30,12 +30,12 @@ import torch
 from torch import nn
 
 from nfd.config import GeneratorConfig
-from nfd.encoding import make_encoding
-from nfd.function import MLPShape, batched_mlp, per_example_mlp
+from nfd.models.encoding import make_encoding
+from nfd.models.function import MLPShape, batched_mlp, per_example_mlp
 
 
 def hyperfan_in_variances(shape: MLPShape, slope: float, in_mean_square: float) -> torch.Tensor:
-    """Target variance over z of every entry of theta (flat layout of nfd.function), see the module docstring."""
+    """Target variance over z of every entry of theta (flat layout of nfd.models.function), see the module docstring."""
     parts = []
     for k, (o, i) in enumerate(shape.layer_shapes):
         m = in_mean_square if k == 0 else (1.0 + slope ** 2) / 2.0
@@ -97,7 +97,7 @@ class FunctionDistribution(nn.Module):
         return torch.randn(n, self.latent_dim, generator=generator, device=src).to(device)
 
     def weights(self, z: torch.Tensor) -> torch.Tensor:
-        """theta = g_phi(z), ``[n, P]`` in the flat layout of nfd.function."""
+        """theta = g_phi(z), ``[n, P]`` in the flat layout of nfd.models.function."""
         return self.hypernet(z)
 
     def _encode(self, coords: torch.Tensor, batch: int) -> torch.Tensor:

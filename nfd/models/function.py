@@ -3,7 +3,7 @@
 Flat parameter layout. An example's parameters are one vector of length ``MLPShape.num_weights``; for each layer in
 order it holds the weight matrix W of shape ``[out, in]`` in row-major order, then the bias b of shape ``[out]``.
 A batch of B functions is a ``[B, P]`` tensor, one row per function. The hypernetwork's output layer is initialised
-per slice of this layout (nfd.hypernetwork), so the layout is part of the contract between the two modules.
+per slice of this layout (nfd.models.hypernetwork), so the layout is part of the contract between the two modules.
 
 f_theta(x) = tanh(W_L leaky(... leaky(W_1 x + b_1) ...) + b_L): LeakyReLU between layers, tanh on the output so that
 features lie in [-1, 1] like the data (App. A.2).
