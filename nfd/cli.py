@@ -117,7 +117,11 @@ def configure_logging(verbose: int = 0, quiet: int = 0) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
-    parser = build_parser(requested_verb(argv))
+    try:  # building the parser imports the verb's module (torch, ...): seconds in which Ctrl-C is likely
+        parser = build_parser(requested_verb(argv))
+    except KeyboardInterrupt:
+        print("nfd: interrupted", file=sys.stderr)
+        return 130
     args = parser.parse_args(argv)
     configure_logging(args.log_verbose, args.log_quiet)
     try:

@@ -288,3 +288,18 @@ def test_failed_metrics_write_names_the_file(data, tmp_path):
     err = r.stderr.strip()
     assert r.returncode == 2 and len(err.splitlines()) == 1, err
     assert f"{out / 'metrics.tsv'}: cannot write (File too large)" in err and not hidden_files(out)
+
+
+@pytest.mark.parametrize("delay", [0.3, 1.5, 3.0])
+def test_signal_during_start_up_is_not_lost(data, tmp_path, delay):
+    """Ctrl-C while the command is still importing or building the models: exit 130 with one line, never a
+    traceback and never a run that trains on to the end."""
+    out = tmp_path / "run"
+    proc = start(data, out, "--steps", "100000")
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "interrupted" in err.strip().splitlines()[-1]
+    if (out / "checkpoints" / "last.pt").is_file():  # it got as far as training: one step, then a checkpoint
+        assert steps_logged(out)[-1] == ckpt.load(out / "checkpoints" / "last.pt")["step"]

@@ -344,19 +344,21 @@ class Trainer:
                     tqdm.write(f"nfd train: resumed optimiser now uses lr {lr:g}, betas ({tc.beta1:g}, "
                                f"{tc.beta2:g}) (checkpoint had lr {old[0]:g}, betas ({old[1][0]:g}, {old[1][1]:g}))")
 
-    def fit(self, resume: bool = False, progress: bool = True, force: bool = False) -> Path:
+    def fit(self, resume: bool = False, progress: bool = True, force: bool = False,
+            stop: StopSignals | None = None) -> Path:
         """Train to ``total_steps``; returns the final checkpoint ``out/model.pt``.
 
         The run folder is locked for the duration (one writer at a time). A fresh run refuses a folder that holds
         another run's outputs unless ``force`` (which deletes them first); a resume drops everything past the
         checkpoint's step (metrics rows, snapshots, previews, a stale ``model.pt``). SIGINT and SIGTERM finish the
-        current step and write a checkpoint (:class:`Interrupted`). In data-parallel training every rank runs
+        current step and write a checkpoint (:class:`Interrupted`); ``stop`` is a :class:`StopSignals` already
+        installed by the caller (else fit installs one). In data-parallel training every rank runs
         this; only rank 0 writes files (config, metrics averaged over the ranks, previews, snapshots,
         checkpoints), and the ranks' weights are checked to be equal at the end.
         """
         lock = runfolder.locked(self.out) if self.world.is_main else contextlib.nullcontext()
         try:
-            with lock, _StopSignals() as stop:
+            with lock, (contextlib.nullcontext(stop) if stop is not None else StopSignals()) as stop:
                 return self._fit(resume, progress, force, stop)
         except OSError as e:  # a full disk while writing metrics, previews or the config: one line, with the file
             where = e.filename or self.out
@@ -386,7 +388,7 @@ class Trainer:
         if stale:
             tqdm.write(f"nfd train: resuming at step {self.step}: removed {len(stale)} later output(s)")
 
-    def _fit(self, resume: bool, progress: bool, force: bool, stop: "_StopSignals") -> Path:
+    def _fit(self, resume: bool, progress: bool, force: bool, stop: "StopSignals") -> Path:
         main = self.world.is_main
         if main:
             self._prepare_folder(resume, force)
@@ -473,12 +475,15 @@ class Interrupted(Exception):
         self.signum, self.step, self.checkpoint = int(signum), step, checkpoint
 
 
-class _StopSignals:
+class StopSignals:
     """While training, the first SIGINT/SIGTERM only asks the loop to stop after the current step.
 
     Raising inside a step (Python's default for SIGINT) could leave the KD-tree's worker threads running while the
     interpreter shuts down, which segfaults, and lose up to ``checkpoint_every`` steps; a second signal restores
-    the default behaviour, for a user who wants out now. Only the main thread can install handlers."""
+    the default behaviour, for a user who wants out now. Only the main thread can install handlers. ``nfd train``
+    installs it before building the trainer: a SIGINT during start-up would otherwise raise KeyboardInterrupt
+    inside whatever runs then, where it can be lost (Python only prints an exception raised in a finaliser or a
+    callback), and a run so interrupted was seen to train on to the end."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
@@ -492,7 +497,7 @@ class _StopSignals:
         self.signum = signum
         tqdm.write(f"nfd train: {signal.Signals(signum).name}: stopping after this step (again to stop now)")
 
-    def __enter__(self) -> "_StopSignals":
+    def __enter__(self) -> "StopSignals":
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._old[sig] = signal.signal(sig, self._handle)
@@ -508,16 +513,17 @@ def run_train(args: argparse.Namespace) -> int:
     cfg = resolve(args.preset, args.config, args.set)
     if args.steps is not None:
         cfg.train.steps = args.steps
-    trainer = Trainer(cfg, args.data, args.out, device=args.device)
-    try:
-        final = trainer.fit(resume=args.resume, progress=not args.quiet, force=args.force)
-    except Interrupted as e:
-        if trainer.world.is_main:
-            print(f"nfd train: interrupted ({signal.Signals(e.signum).name}) after step {e.step}; checkpoint "
-                  f"{e.checkpoint}; continue with the same command and --resume", file=sys.stderr)
-        return 128 + e.signum
-    finally:
-        distributed.shutdown(trainer.world)
+    with StopSignals() as stop:  # before the slow start-up, so no signal falls outside the handler
+        trainer = Trainer(cfg, args.data, args.out, device=args.device)
+        try:
+            final = trainer.fit(resume=args.resume, progress=not args.quiet, force=args.force, stop=stop)
+        except Interrupted as e:
+            if trainer.world.is_main:
+                print(f"nfd train: interrupted ({signal.Signals(e.signum).name}) after step {e.step}; checkpoint "
+                      f"{e.checkpoint}; continue with the same command and --resume", file=sys.stderr)
+            return 128 + e.signum
+        finally:
+            distributed.shutdown(trainer.world)
     if trainer.world.is_main:
         print(f"nfd train: {trainer.step} steps done; checkpoint {final}")
     return 0
