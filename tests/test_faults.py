@@ -7,6 +7,7 @@ line naming the file.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import signal
@@ -15,16 +16,18 @@ import sys
 import time
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
+from nfd.cli import main
 from nfd.training import checkpoint as ckpt
 from nfd.training.runfolder import LOCK_NAME
 from tests.conftest import write_h5
 
-STEPS = 120
+STEPS = 60
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +41,7 @@ def data(tmp_path_factory) -> Path:
 
 def _args(data: Path, out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "nfd", "train", "--preset", "tiny", "--quiet", "--data", str(data), "--out", str(out),
-            "--set", "threads=1", "--set", "train.checkpoint_every=7", "--set", "train.keep_every=50",
+            "--set", "threads=1", "--set", "train.checkpoint_every=7", "--set", "train.keep_every=25",
             "--set", "train.sample_every=1000", "--steps", str(STEPS), *extra]
 
 
@@ -48,6 +51,23 @@ def _env() -> dict[str, str]:
 
 def train(data: Path, out: Path, *extra: str, **kw) -> subprocess.CompletedProcess:
     return subprocess.run(_args(data, out, *extra), env=_env(), capture_output=True, text=True, timeout=300, **kw)
+
+
+@pytest.fixture
+def here(capsys):
+    """``nfd train`` in this process (no interpreter start-up) for the cases that need no signal or kill; the
+    result looks like ``train``'s."""
+
+    def run(data: Path, out: Path, *extra: str) -> SimpleNamespace:
+        threads = torch.get_num_threads()
+        try:
+            code = main(_args(data, out, *extra)[3:])
+        finally:
+            torch.set_num_threads(threads)  # the run's threads=1 must not slow the tests after it
+        cap = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=cap.out, stderr=cap.err)
+
+    return run
 
 
 def start(data: Path, out: Path, *extra: str) -> subprocess.Popen:
@@ -98,33 +118,33 @@ def assert_equal_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor])
 
 
 @pytest.mark.parametrize("checkpoint_every", ["7", "1"])
-def test_kill_9_then_resume_equals_uninterrupted(data, tmp_path, reference, checkpoint_every):
+def test_kill_9_then_resume_equals_uninterrupted(data, tmp_path, reference, checkpoint_every, here):
     """SIGKILL in the loop (and, with a checkpoint every step, most likely inside a checkpoint write), twice; then
     ``--resume`` finishes bit-exact, the metrics have one row per step and no temp file of a killed write is left."""
     out = tmp_path / "run"
     extra = ("--set", f"train.checkpoint_every={checkpoint_every}")
-    for rows in (20, 60):
-        proc = start(data, out, *extra, *(["--resume"] if rows > 20 else []))
+    for rows in (12, 36):
+        proc = start(data, out, *extra, *(["--resume"] if rows > 12 else []))
         wait_rows(out, rows, proc)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=60)
         assert proc.returncode == -signal.SIGKILL
         assert ckpt.load(out / "checkpoints" / "last.pt")["step"] >= 1  # the previous checkpoint is intact
         assert not (out / "model.pt").exists()
-    r = train(data, out, *extra, "--resume")
+    r = here(data, out, *extra, "--resume")
     assert r.returncode == 0, r.stderr
     assert_equal_weights(weights(out / "model.pt"), reference)
     assert steps_logged(out) == list(range(1, STEPS + 1))
-    assert sorted(p.name for p in (out / "snapshots").iterdir()) == [f"step_{s:07d}.pt" for s in range(50, STEPS + 1, 50)]
+    assert sorted(p.name for p in (out / "snapshots").iterdir()) == [f"step_{s:07d}.pt" for s in range(25, STEPS + 1, 25)]
     assert not hidden_files(out)
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_signal_stops_after_a_step_with_a_checkpoint(data, tmp_path, reference, sig, code):
+def test_signal_stops_after_a_step_with_a_checkpoint(data, tmp_path, reference, sig, code, here):
     """The first signal finishes the step, writes a checkpoint of it and says where to resume; two interrupts
     at different moments, then a resume, equal the uninterrupted run."""
     out = tmp_path / "run"
-    for i, rows in enumerate((10, 50)):
+    for i, rows in enumerate((8, 30)):
         proc = start(data, out, *(["--resume"] if i else []))
         wait_rows(out, rows, proc)
         proc.send_signal(sig)
@@ -135,13 +155,13 @@ def test_signal_stops_after_a_step_with_a_checkpoint(data, tmp_path, reference, 
         assert f"after step {step}; checkpoint {out / 'checkpoints' / 'last.pt'}" in err and "--resume" in err
         assert "Segmentation fault" not in err and "Traceback" not in err
         assert not (out / LOCK_NAME).exists()
-    r = train(data, out, "--resume")
+    r = here(data, out, "--resume")
     assert r.returncode == 0, r.stderr
     assert_equal_weights(weights(out / "model.pt"), reference)
     assert steps_logged(out) == list(range(1, STEPS + 1))
 
 
-def test_a_second_writer_is_refused_and_a_stale_lock_taken_over(data, tmp_path):
+def test_a_second_writer_is_refused_and_a_stale_lock_taken_over(data, tmp_path, here):
     out = tmp_path / "run"
     first = start(data, out, "--steps", "100000")
     wait_rows(out, 5, first)
@@ -159,28 +179,28 @@ def test_a_second_writer_is_refused_and_a_stale_lock_taken_over(data, tmp_path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     (out / LOCK_NAME).write_text(f'{{"pid": {dead.pid}, "host": "{os.uname().nodename}", "since": "then"}}')
-    r = train(data, out, "--resume", "--steps", str(step + 3))
+    r = here(data, out, "--resume", "--steps", str(step + 3))
     assert r.returncode == 0, r.stderr
     assert not (out / LOCK_NAME).exists() and steps_logged(out) == list(range(1, step + 4))
 
 
-def test_fresh_run_into_an_old_folder_needs_force(data, tmp_path):
+def test_fresh_run_into_an_old_folder_needs_force(data, tmp_path, here):
     out = tmp_path / "run"
-    assert train(data, out, "--steps", "50").returncode == 0
-    r = train(data, out, "--steps", "20")
+    assert here(data, out, "--steps", "30").returncode == 0
+    r = here(data, out, "--steps", "20")
     assert r.returncode == 2 and "holds another run's outputs" in r.stderr and "--force" in r.stderr
-    assert ckpt.load(out / "model.pt")["step"] == 50  # untouched
-    r = train(data, out, "--steps", "20", "--force", "--set", "train.keep_every=5")
+    assert ckpt.load(out / "model.pt")["step"] == 30  # untouched
+    r = here(data, out, "--steps", "20", "--force", "--set", "train.keep_every=5")
     assert r.returncode == 0, r.stderr
     assert ckpt.load(out / "model.pt")["step"] == 20 and steps_logged(out) == list(range(1, 21))
-    # the old run's snapshot (step 50) is gone, only this run's are there
+    # the old run's snapshot (step 25) is gone, only this run's are there
     assert sorted(p.name for p in (out / "snapshots").iterdir()) == [f"step_{s:07d}.pt" for s in (5, 10, 15, 20)]
 
 
-def test_resume_with_new_learning_rate_uses_it_and_says_so(data, tmp_path):
+def test_resume_with_new_learning_rate_uses_it_and_says_so(data, tmp_path, here):
     out = tmp_path / "run"
-    assert train(data, out, "--steps", "10").returncode == 0
-    r = train(data, out, "--steps", "20", "--resume", "--set", "train.lr_g=0.01")
+    assert here(data, out, "--steps", "10").returncode == 0
+    r = here(data, out, "--steps", "20", "--resume", "--set", "train.lr_g=0.01")
     assert r.returncode == 0, r.stderr
     data_ = ckpt.load(out / "model.pt")
     assert data_["config"]["train"]["lr_g"] == 0.01
@@ -200,39 +220,40 @@ def _largest_member(path: Path) -> tuple[int, int]:
     return info.header_offset + 30 + int(name_len) + int(extra_len), info.file_size
 
 
-def test_flipped_bytes_in_a_checkpoint_are_refused(data, tmp_path):
+def test_flipped_bytes_in_a_checkpoint_are_refused(data, tmp_path, here, capsys):
     out = tmp_path / "run"
-    assert train(data, out, "--steps", "8").returncode == 0
+    assert here(data, out, "--steps", "8").returncode == 0
     for name in ("model.pt", "checkpoints/last.pt"):
         path = out / name
         offset, size = _largest_member(path)
         raw = bytearray(path.read_bytes())
         raw[offset + size // 2: offset + size // 2 + 8] = bytes(b ^ 0xFF for b in raw[offset + size // 2:][:8])
         path.write_bytes(bytes(raw))
-    s = subprocess.run([sys.executable, "-m", "nfd", "sample", "--checkpoint", str(out / "model.pt"), "--num", "2",
-                        "--resolution", "8", "--out", str(tmp_path / "s.npz")], capture_output=True, text=True)
-    assert s.returncode == 2 and "model.pt: checkpoint is damaged" in s.stderr and len(s.stderr.splitlines()) == 1
+    code = main(["sample", "--checkpoint", str(out / "model.pt"), "--num", "2", "--resolution", "8",
+                 "--out", str(tmp_path / "s.npz")])
+    err = capsys.readouterr().err
+    assert code == 2 and "model.pt: checkpoint is damaged" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "s.npz").exists()
-    r = train(data, out, "--steps", "12", "--resume")
+    r = here(data, out, "--steps", "12", "--resume")
     assert r.returncode == 2 and "last.pt: checkpoint is damaged" in r.stderr
 
 
-def test_unsafe_pickle_gets_our_refusal(tmp_path):
+def test_unsafe_pickle_gets_our_refusal(tmp_path, capsys):
     path = tmp_path / "evil.pt"
     torch.save({"x": os.getcwd}, path)  # a callable: only a full unpickler would rebuild it
-    r = subprocess.run([sys.executable, "-m", "nfd", "sample", "--checkpoint", str(path), "--num", "1",
-                        "--resolution", "4", "--out", str(tmp_path / "s.npz")], capture_output=True, text=True)
-    assert r.returncode == 2
-    assert r.stderr.strip() == f"nfd sample: error: not a weights-only checkpoint: refusing to unpickle code from {path}"
-    assert "weights_only" not in r.stderr
+    code = main(["sample", "--checkpoint", str(path), "--num", "1", "--resolution", "4", "--out", str(tmp_path / "s.npz")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.strip() == f"nfd sample: error: not a weights-only checkpoint: refusing to unpickle code from {path}"
+    assert "weights_only" not in err
 
 
-def test_failed_checkpoint_write_is_one_line_and_state_agrees(data, tmp_path):
+def test_failed_checkpoint_write_is_one_line_and_state_agrees(data, tmp_path, here):
     """A write that fails (file-size limit: the kernel's EFBIG, the same path as a full disk) stops the run with one
     line naming the checkpoint; the folder keeps the last good checkpoint, no temp file, and a resume with room
     finishes with one metrics row per step."""
     out = tmp_path / "run"
-    assert train(data, out, "--steps", "7").returncode == 0  # one checkpoint written with room
+    assert here(data, out, "--steps", "7").returncode == 0  # one checkpoint written with room
     size = (out / "checkpoints" / "last.pt").stat().st_size
 
     def limit() -> None:
@@ -244,7 +265,7 @@ def test_failed_checkpoint_write_is_one_line_and_state_agrees(data, tmp_path):
     assert "last.pt: cannot write checkpoint" in err and "File too large" in err
     assert ckpt.load(out / "checkpoints" / "last.pt")["step"] == 7 and not hidden_files(out)
     assert not (out / "model.pt").exists()  # the run is not finished; no model of an older length beside it
-    r = train(data, out, "--steps", "30", "--resume")
+    r = here(data, out, "--steps", "30", "--resume")
     assert r.returncode == 0, r.stderr
     assert steps_logged(out) == list(range(1, 31))
 
@@ -258,18 +279,19 @@ def test_failed_checkpoint_write_is_one_line_and_state_agrees(data, tmp_path):
     (["--set", "train.sample_every=0"], "train.sample_every must be >= 1, got 0"),
     (["--set", "train.steps=-3"], "train.steps must be >= 0 (0 = derive from train.epochs), got -3"),
 ])
-def test_bad_values_are_refused_before_anything_is_written(data, tmp_path, args, message):
+def test_bad_values_are_refused_before_anything_is_written(data, tmp_path, args, message, capsys):
     out = tmp_path / "run"
-    cmd = _args(data, out)
-    cmd = cmd[:cmd.index("--steps")] + args
-    r = subprocess.run(cmd, env=_env(), capture_output=True, text=True)
-    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
+    cmd = _args(data, out)[3:]
+    with pytest.raises(SystemExit) if args[0] == "--steps" else contextlib.nullcontext():  # argparse exits 2
+        assert main(cmd[:cmd.index("--steps")] + args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
     assert not out.exists()
 
 
-def test_clamped_values_are_recorded_as_used(data, tmp_path):
+def test_clamped_values_are_recorded_as_used(data, tmp_path, here):
     out = tmp_path / "run"
-    r = train(data, out, "--steps", "2", "--set", "train.batch_size=1000", "--set", "train.num_points=5000")
+    r = here(data, out, "--steps", "2", "--set", "train.batch_size=1000", "--set", "train.num_points=5000")
     assert r.returncode == 0, r.stderr
     cfg = ckpt.load(out / "model.pt")["config"]["train"]
     n_train = ckpt.load(out / "model.pt")["num_examples"]
