@@ -146,7 +146,7 @@ def test_fallback_chain_in_a_fresh_process(tmp_path):
     """EGL made to fail for real (EGL_DEVICE_ID out of range): the next platform (OSMesa, else matplotlib) renders."""
     code = (
         "import trimesh, numpy as np\n"
-        "from nfd import render\n"
+        "from nfd.viz import render\n"
         "img = render.render_mesh(trimesh.creation.icosphere(), size=64)\n"
         "assert img.shape == (64, 64, 3) and (img < 250).any() and (img[0, 0] == 255).all()\n"
         "print('BACKEND', render.backend_used())\n"
