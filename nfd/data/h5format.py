@@ -30,10 +30,11 @@ checked like any other, but damage inside a chunk of ``/features`` can only be c
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -281,6 +282,23 @@ def check_overwritable(out: str | Path, force: bool = False) -> None:
         raise NfdError(f"{out}: exists and is not an {FORMAT} HDF5 file; refusing to overwrite it (pass --force)")
 
 
+def _one_line_write_errors(write: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    """Wrap a writer so a failing input keeps its own error and a failing write (disk full, read-only folder, ...)
+    is one line naming the output; the partial file is already gone (atomic_path)."""
+
+    @functools.wraps(write)
+    def wrapper(out: str | Path, examples: Iterable[np.ndarray], **options: Any) -> dict[str, Any]:
+        try:
+            return write(out, _pull(examples), **options)
+        except _SourceError as e:  # reading the inputs failed: not a write failure, keep the producer's error
+            raise e.error from None
+        except OSError as e:
+            raise NfdError(f"cannot write {out}: {os_error_reason(e)}") from None
+
+    return wrapper
+
+
+@_one_line_write_errors
 def write_pointcloud(
     out: str | Path,
     examples: Iterable[np.ndarray],
@@ -309,38 +327,6 @@ def write_pointcloud(
     consumed) adds datasets beside the contract's, e.g. ``/model_ids``; strings are stored as UTF-8.
     Returns a summary dict (path, num_examples, split sizes, bytes).
     """
-    try:
-        return _write_pointcloud(
-            out, _pull(examples), grid_shape=grid_shape, feature_dim=feature_dim, dataset=dataset, source=source,
-            source_sha256=source_sha256, labels=labels, split_seed=split_seed, val_frac=val_frac,
-            test_frac=test_frac, fixed_test=fixed_test, num_examples=num_examples, compression=compression,
-            extra_attrs=extra_attrs, extra_datasets=extra_datasets,
-        )
-    except _SourceError as e:  # reading the inputs failed: not a write failure, keep the producer's error
-        raise e.error from None
-    except OSError as e:  # disk full, read-only folder, ...: the partial file is already gone (atomic_path)
-        raise NfdError(f"cannot write {out}: {os_error_reason(e)}") from None
-
-
-def _write_pointcloud(
-    out: str | Path,
-    examples: Iterable[np.ndarray],
-    *,
-    grid_shape: tuple[int, ...],
-    feature_dim: int,
-    dataset: str,
-    source: str,
-    source_sha256: str,
-    labels: np.ndarray | None,
-    split_seed: int,
-    val_frac: float,
-    test_frac: float,
-    fixed_test: np.ndarray | None,
-    num_examples: int | None,
-    compression: str | None,
-    extra_attrs: Mapping[str, Any] | None,
-    extra_datasets: Mapping[str, Any] | None,
-) -> dict[str, Any]:
     from nfd.grid import grid_coords
 
     grid_shape = tuple(int(s) for s in grid_shape)
