@@ -26,6 +26,8 @@ import yaml
 from nfd.cli import verb_help
 from nfd.errors import NfdError
 from nfd.io import atomic_path
+from nfd.viz.figure_registry import FIGURES
+from nfd.viz.figure_registry import caption as figure_caption
 
 SCHEMA = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
 """JSON schema of ``params.yaml``, package data (so an installed nfd validates params without the source tree)."""
@@ -74,6 +76,7 @@ def validate_params(config: Any, schema_path: Path = SCHEMA, source: str = "para
     import jsonschema
 
     schema = yaml.safe_load(schema_path.read_text())
+    schema["$defs"]["preset"]["properties"]["figures"]["items"] = {"enum": list(FIGURES)}
     try:
         jsonschema.validate(config, schema)
     except jsonschema.ValidationError as e:
@@ -130,6 +133,13 @@ class Plan:
         if key not in self._index:
             raise NfdError(f"no '{rule}' job with {items} in preset '{self.preset}'")
         return self._index[key]
+
+    def caption(self, rule: str, wildcards: Any) -> str:
+        """The report caption of a figure job (its declaration in :mod:`nfd.viz.figure_registry`)."""
+        stage = self.get(rule, wildcards)
+        if rule != "figure":
+            raise NfdError(f"no caption for '{rule}' jobs")
+        return figure_caption(self, stage.wildcards["fig"])
 
     def targets(self) -> list[str]:
         """The final outputs: every figure and table of the preset, and the quality-over-training curves."""
@@ -302,71 +312,11 @@ class Plan:
         sel = self.p.get("figure_selection", {})
         return int(sel.get("batches", 1)), int(sel.get("worst", 4))
 
-    def _score_args(self) -> list[str]:
-        """The automatic choices use the references and points of the shape metrics (``eval``)."""
-        ev = self.p["eval"]
-        return ["--num-ref", str(ev["num_reference"]), "--points", str(ev["shape_points"]), "--seed", "0"]
-
-    def _chair_batches(self, res: int, num: int, seed: int, batches: int) -> dict[str, str]:
-        """Renders and samples of ``batches`` batches of chairs (seeds seed, seed + 1, ...), and the data they are
-        scored against; a single batch keeps the plain names."""
-        inputs: dict[str, str] = {}
-        for b in range(batches):
-            tag = "" if batches == 1 else f"_b{b}"
-            inputs[f"renders{tag}"] = self.renders("chairs", res, num, seed + b)
-            inputs[f"samples{tag}"] = self.samples("chairs", res, num, seed + b)
-        inputs["data"] = self.dataset(self.p["experiments"]["chairs"]["data"])
-        return inputs
-
     def _build(self) -> None:
-        s = self.p["sample"]
-        num, seed = s["num"], s["seed"]
         exps = self.p["experiments"]
-        batches, worst = self.selection()
-        sel_params = [f"presets.{self.preset}.figure_selection"] if "figure_selection" in self.p else []
         for fig in self.p["figures"]:
-            if fig == "fig2":
-                self._figure(fig, {"rff": self.fit_image("rff"), "plain": self.fit_image("plain")},
-                             f"one image ({self.p['fit_image']['image']}, {self.p['fit_image']['size']}^2)")
-            elif fig == "fig6":
-                if batches == 1:
-                    self._figure(fig, {"celebahq64": self.samples("celebahq64", 64, num, seed),
-                                       "celebahq128": self.samples("celebahq128", 128, num, seed)},
-                                 "CelebAHQ 64^2 and 128^2 samples")
-                else:
-                    inputs = {}
-                    for exp, res in (("celebahq64", 64), ("celebahq128", 128)):
-                        inputs.update({f"{exp}_b{b}": self.samples(exp, res, num, seed + b) for b in range(batches)})
-                        inputs[f"{exp}_data"] = self.dataset(exps[exp]["data"])
-                    self._figure(fig, inputs, "CelebAHQ 64^2 and 128^2 samples", self._score_args(), sel_params)
-            elif fig == "fig7":
-                exp = "celebahq64" if "celebahq64" in exps else "mnist"
-                res = 64 if exp == "celebahq64" else 28
-                f = self.p["superresolution_factor"]
-                self._figure(fig, {"low": self.samples(exp, res, 8, seed),
-                                   "high": self.samples(exp, res * f, 8, seed)},
-                             f"{exp} superresolution {res}^2 -> {res * f}^2")
-            elif fig in ("fig8", "fig12", "fig13", "fig14"):
-                names = {"fig8": ["mnist_autodecoder", "mnist_setdisc", "mnist"], "fig12": ["mnist_autodecoder"],
-                         "fig13": ["mnist_setdisc"], "fig14": ["mnist"]}[fig]
-                self._figure(fig, {n: self.samples(n, 28, num, seed) for n in names}, "MNIST 28^2 samples")
-            elif fig == "fig9":
-                res = max(self.p["chairs_resolutions"])
-                label = f"chairs sampled at {res}^3, marching cubes, rendered"
-                if batches == 1:
-                    self._figure(fig, {"renders": self.renders("chairs", res, num, seed)}, label)
-                else:
-                    self._figure(fig, self._chair_batches(res, num, seed, batches), label, self._score_args(),
-                                 sel_params)
-            elif fig == "fig11":
-                res = max(self.p["chairs_resolutions"])
-                self._figure(fig, self._chair_batches(res, num, seed, batches),
-                             f"failure cases of chairs sampled at {res}^3",
-                             [*self._score_args(), "--worst", str(worst)], sel_params)
-            elif fig == "fig10":
-                inputs = {f"r{r}": self.renders("chairs", r, 1, seed + 1) for r in self.p["chairs_resolutions"]}
-                self._figure(fig, inputs, "one sampled chair at " + "/".join(f"{r}^3" for r in
-                                                                             self.p["chairs_resolutions"]))
+            job = FIGURES[fig].plan(self)
+            self._figure(fig, job.inputs, job.label, job.args, job.params)
         for table in self.p["tables"]:
             out = [f"results/tables/{table}.csv", f"results/tables/{table}.md"]
             cmd = ["nfd", "table", table, "--out", f"results/tables/{table}.csv", "--preset", self.preset]

@@ -203,6 +203,8 @@ def test_report_captions_name_the_criterion():
     import jinja2
     import yaml
 
+    from nfd.pipeline import Plan
+
     root = Path(__file__).resolve().parents[1]
     template = jinja2.Template((root / "workflow/report/figure.rst").read_text())
     config = yaml.safe_load((root / "params.yaml").read_text())
@@ -210,7 +212,11 @@ def test_report_captions_name_the_criterion():
     def caption(preset, fig, batches):
         config["preset"] = preset
         config["presets"][preset]["figure_selection"] = {"batches": batches}
-        return template.render(snakemake=types.SimpleNamespace(config=config, wildcards=types.SimpleNamespace(fig=fig)))
+        if fig not in config["presets"][preset]["figures"]:
+            config["presets"][preset]["figures"].append(fig)
+        text = Plan(config).caption("figure", {"fig": fig})  # the rule passes this as its `caption` param
+        return template.render(snakemake=types.SimpleNamespace(config=config, params=types.SimpleNamespace(caption=text),
+                                                               wildcards=types.SimpleNamespace(fig=fig)))
 
     assert "largest squared Chamfer distance to their nearest test chair" in caption("demo", "fig11", 1)
     assert "Of 5 sampled batches" in caption("paper", "fig9", 5) and "Chamfer" in caption("paper", "fig9", 5)

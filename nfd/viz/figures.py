@@ -29,6 +29,7 @@ from nfd.errors import NfdError  # noqa: E402
 from nfd.io import atomic_path  # noqa: E402
 from nfd.viz.preview import grid_image  # noqa: E402
 from nfd.viz import selection  # noqa: E402
+from nfd.viz.figure_registry import FIGURES as FIGURE_SPECS  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -39,18 +40,6 @@ class FigureOptions:
     points: int = selection.SHAPE_POINTS  # surface points per chair for the Chamfer distance
     worst: int = 4  # fig11: how many samples to show
     seed: int = 0  # draws the references (as `nfd evaluate shapes --seed`) and the surface points
-
-
-FIGURES: dict[str, Callable[..., plt.Figure]] = {}
-"""Figure name -> function(inputs, title, opts=None) returning a matplotlib figure."""
-
-
-def figure(name: str) -> Callable:
-    def deco(fn: Callable) -> Callable:
-        FIGURES[name] = fn
-        return fn
-
-    return deco
 
 
 def load_samples(path: Path, dims: int | None = None) -> np.ndarray:
@@ -125,7 +114,6 @@ def _panels(images: list[np.ndarray], names: list[str], title: str, width: float
     return fig
 
 
-@figure("fig2")
 def fig2(inputs: dict[str, Path], title: str, opts: FigureOptions | None = None) -> plt.Figure:
     """Target, fit without and with Fourier features, with PSNRs."""
     ims, names = [], []
@@ -157,7 +145,6 @@ def _best_of_note(num: int, criterion: selection.Criterion) -> str:
     return f" - best of {num} batches: the lowest mean {criterion.describe()}"
 
 
-@figure("fig6")
 def fig6(inputs: dict[str, Path], title: str, opts: FigureOptions | None = None) -> plt.Figure:
     """CelebAHQ 64^2 and 128^2 samples. With several batches of each (``celebahq64_b0=NPZ``, ...), each panel shows
     the batch nearest, on average, to the test images (``celebahq64_data=H5``, ``celebahq128_data=H5``)."""
@@ -184,7 +171,6 @@ def _bicubic(sample: np.ndarray, size: int) -> np.ndarray:
     return up.reshape(size, size, sample.shape[-1])
 
 
-@figure("fig7")
 def fig7(inputs: dict[str, Path], title: str, opts: FigureOptions | None = None) -> plt.Figure:
     """Training resolution, the same functions at higher resolution, and bicubic upsampling of the first."""
     low, high = load_samples(inputs["low"], 2), load_samples(inputs["high"], 2)
@@ -207,13 +193,9 @@ MODEL_NAMES = {"mnist": "NFD (PointConv discriminator)", "mnist_autodecoder": "a
                "mnist_setdisc": "NFD (set discriminator)"}
 
 
-def _columns_figure(inputs: dict[str, Path], title: str, opts: FigureOptions | None = None) -> plt.Figure:
+def mnist_columns(inputs: dict[str, Path], title: str, opts: FigureOptions | None = None) -> plt.Figure:
     """Fig. 8 (all three models side by side), 12, 13 and 14 (one model each): one column of samples per input."""
     return _sample_columns(inputs, title, MODEL_NAMES)
-
-
-for _name in ("fig8", "fig12", "fig13", "fig14"):
-    FIGURES[_name] = _columns_figure
 
 
 def _chair_scores(inputs: dict[str, Path], opts: FigureOptions) -> tuple[list[np.ndarray], selection.Criterion]:
@@ -221,7 +203,6 @@ def _chair_scores(inputs: dict[str, Path], opts: FigureOptions) -> tuple[list[np
     return selection.shape_scores(volumes, inputs["data"], opts.num_ref, opts.points, opts.seed)
 
 
-@figure("fig9")
 def fig9(inputs: dict[str, Path], title: str, opts: FigureOptions | None = None) -> plt.Figure:
     """A grid of rendered sampled chairs. With several batches (``renders_b0=DIR samples_b0=NPZ ... data=H5``), the
     batch whose chairs are on average nearest to a test chair (``nfd.viz.selection``)."""
@@ -241,7 +222,6 @@ def fig9(inputs: dict[str, Path], title: str, opts: FigureOptions | None = None)
     return fig
 
 
-@figure("fig10")
 def fig10(inputs: dict[str, Path], title: str, opts: FigureOptions | None = None) -> plt.Figure:
     """The same sampled chair at increasing resolutions."""
     bad = [k for k in inputs if not (k.startswith("r") and k[1:].isdigit())]
@@ -252,7 +232,6 @@ def fig10(inputs: dict[str, Path], title: str, opts: FigureOptions | None = None
     return _panels(ims, [f"{k[1:]}^3" for k in keys], title)
 
 
-@figure("fig11")
 def fig11(inputs: dict[str, Path], title: str, opts: FigureOptions | None = None) -> plt.Figure:
     """Failure cases: the ``opts.worst`` chairs of all batches (``samples[_bN]=NPZ renders[_bN]=DIR data=H5``) with
     the largest squared Chamfer distance to their nearest test chair, worst first, each with its score."""
@@ -323,13 +302,11 @@ def run_figure(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    inputs = "; ".join(f"{name} {spec.inputs_help}" for name, spec in FIGURE_SPECS.items())
     p = sub.add_parser("figure", help=verb_help(__name__),
-                       description="Compose a paper figure (fig2, fig6, fig7, fig8, fig9, fig10, fig11, fig12, "
-                                   "fig13, fig14) from the outputs of fit-image, sample and render. Inputs are given "
-                                   "as NAME=PATH: fig2 rff=DIR plain=DIR; fig6 celebahq64=NPZ celebahq128=NPZ; "
-                                   "fig7 low=NPZ high=NPZ; fig8/12/13/14 EXPERIMENT=NPZ (one column each); "
-                                   "fig9 renders=DIR; fig10 rR=DIR per resolution R; fig11 samples=NPZ "
-                                   "renders=DIR data=H5. Several batches: number the inputs KEY_b0, KEY_b1, ... "
+                       description=f"Compose a paper figure ({', '.join(FIGURE_SPECS)}) from the outputs of "
+                                   f"fit-image, sample and render. Inputs are given as NAME=PATH: {inputs}. Several "
+                                   "batches: number the inputs KEY_b0, KEY_b1, ... "
                                    "(fig6 adds celebahq64_data=H5 celebahq128_data=H5, fig9 samples_bN=NPZ and "
                                    "data=H5): fig6 and fig9 then show the best batch, fig11 the worst samples of "
                                    "all. Chairs are scored by the squared Chamfer distance to the nearest test "
@@ -355,3 +332,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 _non_negative_int = int_at_least(0)
 _positive_int = int_at_least(1)
+
+
+FIGURES: dict[str, Callable[..., plt.Figure]] = {name: globals()[spec.builder or name]
+                                                 for name, spec in FIGURE_SPECS.items()}
+"""Figure name -> its builder, function(inputs, title, opts=None) returning a matplotlib figure."""

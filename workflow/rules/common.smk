@@ -26,3 +26,7 @@ def deps(rule_name):
 
 def cmd(rule_name):
     return lambda wc: plan.get(rule_name, wc).shell
+
+
+def caption(rule_name):
+    return lambda wc: plan.caption(rule_name, wc)

@@ -22,5 +22,6 @@ rule figure:
         "logs/benchmarks/figure/{fig}.tsv"
     params:
         cmd=cmd("figure"),
+        caption=caption("figure"),
     shell:
         "{params.cmd} > {log} 2>&1"
