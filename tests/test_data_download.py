@@ -208,7 +208,8 @@ def test_registry_entries():
     assert len(m.files) == 4 and all(len(f.urls) == 2 and f.md5 and f.size for f in m.files)
     assert any("ossci-datasets.s3.amazonaws.com/mnist/" in u for u in m.files[0].urls)
     assert any("storage.googleapis.com/cvdf-datasets/mnist/" in u for u in m.files[0].urls)
-    assert dl.REGISTRY["shapenet_vox32"].files[0].urls == ("http://cvgl.stanford.edu/data2/ShapeNetVox32.tgz",)
+    assert dl.REGISTRY["shapenet_vox32"].files[0].urls == ("http://cvgl.stanford.edu/data2/ShapeNetVox32.tgz",
+                                                           "http://ftp.cs.stanford.edu/cs/cvgl/ShapeNetVox32.tgz")
     assert not dl.REGISTRY["celebahq"].files and "prepare celebahq" in dl.REGISTRY["celebahq"].instructions
 
 
@@ -247,3 +248,24 @@ def test_http_resume_with_range(tmp_path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_unpublished_checksum_is_recorded_then_checked(tmp_path, monkeypatch, capsys):
+    """A file without a published checksum (ShapeNetVox32.tgz): the first download records its sha256 beside it;
+    a later run finds a changed copy and says so in one line."""
+    arc = make_tar(tmp_path / "toy.tgz", GOOD)
+    entry = dl.DatasetEntry("nosum", "t", (dl.RemoteFile("toy.tgz", (arc.as_uri(),)),))
+    monkeypatch.setitem(dl.REGISTRY, "nosum", entry)
+    out = tmp_path / "raw"
+    assert main(["data", "download", "nosum", "--out", str(out), "--quiet"]) == 0
+    pin = out / "toy.tgz.sha256"
+    assert pin.read_text() == f"{sha(arc.read_bytes())}  toy.tgz\n"  # sha256sum's format, an independent digest
+    assert main(["data", "download", "nosum", "--out", str(out), "--quiet"]) == 0  # unchanged: accepted
+    capsys.readouterr()
+    data = bytearray((out / "toy.tgz").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (out / "toy.tgz").write_bytes(bytes(data))
+    assert main(["data", "download", "nosum", "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "toy.tgz" in err[0] and "recorded at its first download" in err[0]
+    assert dl.REGISTRY["shapenet_vox32"].files[0].sha256 is None  # none published: the pin is what checks it

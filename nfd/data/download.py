@@ -8,6 +8,7 @@ URLs may be ``http(s)://`` or ``file://`` (tests use local archives; no test tou
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import urllib.error
@@ -16,8 +17,11 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nfd.data.archive import ArchiveError, ChecksumError, archive_kind, safe_extract, verify_file
+from nfd.data.archive import ArchiveError, ChecksumError, archive_kind, file_digest, safe_extract, verify_file
 from nfd.errors import NfdError
+from nfd.io import atomic_path
+
+log = logging.getLogger(__name__)
 
 DEFAULT_RAW_DIR = Path("data/raw")
 _CHUNK = 1 << 20
@@ -76,7 +80,10 @@ REGISTRY: dict[str, DatasetEntry] = {
     "shapenet_vox32": DatasetEntry(
         name="shapenet_vox32",
         description="3D-R2N2 ShapeNet voxels at 32^3 (ShapeNetVox32.tgz: ShapeNetVox32/<synset>/<model>/model.binvox)",
-        files=(RemoteFile("ShapeNetVox32.tgz", ("http://cvgl.stanford.edu/data2/ShapeNetVox32.tgz",)),),
+        # The 3D-R2N2 authors publish neither a checksum nor the size of this archive: the first download records
+        # its sha256 beside it (see pin_digest) and later copies are checked against that record.
+        files=(RemoteFile("ShapeNetVox32.tgz", ("http://cvgl.stanford.edu/data2/ShapeNetVox32.tgz",
+                                                "http://ftp.cs.stanford.edu/cs/cvgl/ShapeNetVox32.tgz")),),
         prepare_hint=(
             "nfd data prepare shapenet --source data/raw/shapenet_vox32/ShapeNetVox32.tgz "
             "--out data/processed/shapenet_chairs.h5"
@@ -201,12 +208,33 @@ def download_dataset(
     paths = []
     for rf in entry.files:
         p = fetch(rf.urls, out_dir / rf.filename, sha256=rf.sha256, md5=rf.md5, size=rf.size, progress=progress)
+        if not (rf.sha256 or rf.md5):
+            pin_digest(p)
         paths.append(p)
     if extract if extract is not None else entry.extract:
         for p in paths:
             if archive_kind(p) == "zip" or p.name.endswith(_TAR_SUFFIXES):
                 safe_extract(p, out_dir)
     return paths
+
+
+def pin_digest(path: Path) -> str:
+    """For a file with no published checksum: record its sha256 in ``<path>.sha256`` (``sha256sum`` format) at its
+    first download, and check the file against that record afterwards, so that a copy changed on disk or on the
+    server is noticed. Returns the digest."""
+    got = file_digest(path, "sha256")
+    pin = path.with_name(path.name + ".sha256")
+    if pin.is_file():
+        want = pin.read_text().split()[0] if pin.read_text().strip() else ""
+        if got != want:
+            raise ChecksumError(f"{path}: sha256 {got} differs from the one recorded at its first download in {pin} "
+                                f"({want or 'empty'}); delete both files to download it again")
+        return got
+    with atomic_path(pin) as tmp:
+        tmp.write_text(f"{got}  {path.name}\n")
+    log.warning("%s: no published checksum; recorded its sha256 %s (%d bytes) in %s, later copies are checked "
+                "against it", path.name, got, path.stat().st_size, pin)
+    return got
 
 
 def resolve_source(source: str, cache_dir: str | Path = DEFAULT_RAW_DIR / "downloads", progress: bool = True) -> Path:
@@ -225,6 +253,7 @@ __all__ = [
     "RemoteFile",
     "download_dataset",
     "fetch",
+    "pin_digest",
     "resolve_source",
     "ArchiveError",
 ]
