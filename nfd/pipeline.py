@@ -26,6 +26,8 @@ import yaml
 from nfd.cli import verb_help
 from nfd.errors import NfdError
 from nfd.io import atomic_path
+from nfd.report.table_registry import TABLES
+from nfd.report.table_registry import caption as table_caption
 from nfd.viz.figure_registry import FIGURES
 from nfd.viz.figure_registry import caption as figure_caption
 
@@ -76,7 +78,8 @@ def validate_params(config: Any, schema_path: Path = SCHEMA, source: str = "para
     import jsonschema
 
     schema = yaml.safe_load(schema_path.read_text())
-    schema["$defs"]["preset"]["properties"]["figures"]["items"] = {"enum": list(FIGURES)}
+    for key, names in (("figures", FIGURES), ("tables", TABLES)):
+        schema["$defs"]["preset"]["properties"][key]["items"] = {"enum": list(names)}
     try:
         jsonschema.validate(config, schema)
     except jsonschema.ValidationError as e:
@@ -135,11 +138,14 @@ class Plan:
         return self._index[key]
 
     def caption(self, rule: str, wildcards: Any) -> str:
-        """The report caption of a figure job (its declaration in :mod:`nfd.viz.figure_registry`)."""
+        """The report caption of a figure or table job (from :mod:`nfd.viz.figure_registry` or
+        :mod:`nfd.report.table_registry`)."""
         stage = self.get(rule, wildcards)
-        if rule != "figure":
-            raise NfdError(f"no caption for '{rule}' jobs")
-        return figure_caption(self, stage.wildcards["fig"])
+        if rule == "figure":
+            return figure_caption(self, stage.wildcards["fig"])
+        if rule == "table":
+            return table_caption(self, stage.wildcards["table"])
+        raise NfdError(f"no caption for '{rule}' jobs")
 
     def targets(self) -> list[str]:
         """The final outputs: every figure and table of the preset, and the quality-over-training curves."""
@@ -313,22 +319,14 @@ class Plan:
         return int(sel.get("batches", 1)), int(sel.get("worst", 4))
 
     def _build(self) -> None:
-        exps = self.p["experiments"]
         for fig in self.p["figures"]:
             job = FIGURES[fig].plan(self)
             self._figure(fig, job.inputs, job.label, job.args, job.params)
         for table in self.p["tables"]:
-            out = [f"results/tables/{table}.csv", f"results/tables/{table}.md"]
-            cmd = ["nfd", "table", table, "--out", f"results/tables/{table}.csv", "--preset", self.preset]
-            deps: list[str] = []
-            if table == "t1":
-                deps = [self.evaluation(e) for e in exps]
-                for d in deps:
-                    cmd += ["--input", d]
-            elif table == "t2":
-                t2 = self.p["table_t2"]
-                cmd += ["--max-points", str(t2["max_points"]), "--repeats", str(t2["repeats"])]
-            self._add(Stage("table", {"table": table}, cmd, deps, out))
+            job = TABLES[table].plan(self)
+            cmd = ["nfd", "table", table, "--out", f"results/tables/{table}.csv", "--preset", self.preset, *job.args]
+            self._add(Stage("table", {"table": table}, cmd, job.deps,
+                            [f"results/tables/{table}.csv", f"results/tables/{table}.md"]))
         for exp in self.p.get("progress", []):
             self.progress(exp)
 

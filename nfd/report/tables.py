@@ -34,8 +34,8 @@ from nfd.report.t2 import T2_BATCH, T2_MODEL, table_t2
 from nfd.report.t3 import table_t3
 from nfd.report.t4 import table_t4
 from nfd.report.table import PIPELINE_PRESETS, Table, write_table
+from nfd.report.table_registry import TABLES
 
-TABLES = ("t1", "t2", "t3", "t4")
 
 
 def build_table(args: argparse.Namespace) -> Table:
@@ -83,15 +83,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             "Write one table as FILE.csv and its Markdown twin FILE.md (same stem), both atomically. Each ends with\n"
             "its title and notes on the protocol (CSV: '#' comment rows, read with pandas.read_csv(comment='#')).\n\n"
-            "  t1  sample quality: the evaluation records given with --input (every numeric field, 'measured')\n"
-            "      beside the published anchors ('published': CelebA-HQ 64^2 FID of GASP 13.5, DPF 13.2, GEM 30.4,\n"
-            "      Functa 40.4; none for 3D-R2N2 32^3 chairs or MNIST)\n"
-            "  t2  resolution independence: time and peak memory of one discriminator step with R1 as the grid\n"
-            "      grows up to --max-points, for PointConv on all points, PointConv on --k-points sampled points,\n"
-            "      and a DCGAN-like CNN of the same depth and channels; memory ratio at 2x the resolution\n"
-            "  t3  parameter counts of every config preset: hypernetwork, discriminator, generated function\n"
-            "  t4  App. B.3: ||B||, the Lipschitz bound 2 sqrt(2) pi ||B|| of the Fourier features, and the largest\n"
-            "      Jacobian norm of gamma measured with autograd\n\n"
+            + "".join(f"  {name}  " + spec.summary.replace("\n", "\n      ") + "\n" for name, spec in TABLES.items())
+            + "\n"
             "--preset is a pipeline preset of params.yaml (tiny, demo, paper) or a config preset\n"
             f"({', '.join(PRESETS)}).\n"
             "T2 measures the discriminator of config preset "
@@ -102,7 +95,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "  nfd table t3 --out results/tables/t3.csv --preset demo"
         ),
     )
-    p.add_argument("table", choices=TABLES, help="which table: t1, t2, t3 or t4")
+    p.add_argument("table", choices=list(TABLES), help=f"which table: {', '.join(TABLES)}")
     p.add_argument("--out", required=True, metavar="FILE.csv", help="CSV to write; FILE.md is written beside it")
     p.add_argument("--preset", default="demo", metavar="NAME",
                    help="pipeline preset (tiny, demo, paper) or config preset (default: demo)")

@@ -55,5 +55,6 @@ rule table:
         "logs/benchmarks/table/{table}.tsv"
     params:
         cmd=cmd("table"),
+        caption=caption("table"),
     shell:
         "{params.cmd} > {log} 2>&1"
