@@ -19,6 +19,7 @@ from nfd.errors import NfdError
 from nfd.grid import grid_coords
 from nfd.io import atomic_path, free_disk_bytes, writing
 from nfd.models.build import build_generator, pick_device
+from nfd.sampling.samples_file import write_samples
 
 
 def load_generator(path: str | Path, device: str = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -170,9 +171,9 @@ def run_sample(args: argparse.Namespace) -> int:
     z = latents(G, args.num, args.seed, device)
     feats = sample_grid(G, z, args.resolution, d, chunk_points=args.chunk_points)
     with writing(args.out), atomic_path(args.out) as tmp:
-        np.savez(tmp, features=feats, latents=z.cpu().numpy(), resolution=args.resolution,
-                 coord_dim=d, feature_dim=k, seed=args.seed, preset=meta["cfg"].name,
-                 train_resolution=int(meta.get("grid_shape", [0])[0]), model=str(meta["model"]))
+        write_samples(tmp, feats, z.cpu().numpy(), resolution=args.resolution, coord_dim=d, feature_dim=k,
+                      seed=args.seed, preset=meta["cfg"].name, train_resolution=int(meta.get("grid_shape", [0])[0]),
+                      model=str(meta["model"]))
     print(f"nfd sample: {args.num} functions at {args.resolution}^{d} -> {args.out}")
     return 0
 

@@ -12,7 +12,6 @@ import argparse
 import json
 import math
 import textwrap
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from PIL import Image  # noqa: E402
 from nfd.cli import int_at_least, verb_help  # noqa: E402
 from nfd.errors import NfdError  # noqa: E402
 from nfd.io import atomic_path  # noqa: E402
+from nfd.sampling.samples_file import read_samples  # noqa: E402
 from nfd.viz.preview import grid_image  # noqa: E402
 from nfd.viz import selection  # noqa: E402
 
@@ -54,19 +54,12 @@ def figure(name: str) -> Callable:
 
 
 def load_samples(path: Path, dims: int | None = None) -> np.ndarray:
-    """``features`` of an ``nfd sample`` file; ``dims`` checks 2D vs 3D."""
-    if not path.is_file():
-        raise NfdError(f"{path}: samples file not found")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            feats = f["features"]
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
-        raise NfdError(f"{path}: not an nfd samples file ({e})") from None
-    if dims is not None and feats.ndim != dims + 2:
-        raise NfdError(f"{path}: expected {dims}D samples, got features of shape {feats.shape}")
+    """``features`` of an ``nfd sample`` file; ``dims`` checks 2D vs 3D. A figure of no samples, or of a diverged
+    model's NaNs, would show nothing, so both are refused in one line."""
+    feats = read_samples(path, coord_dim=dims).features
     if feats.shape[0] == 0:
         raise NfdError(f"{path}: no samples (features of shape {feats.shape})")
-    if not np.issubdtype(feats.dtype, np.number) or not np.all(np.isfinite(feats)):
+    if not np.all(np.isfinite(feats)):
         raise NfdError(f"{path}: features are not all finite numbers (a diverged model?); nothing to show")
     return feats
 

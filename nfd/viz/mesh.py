@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,7 @@ from skimage.measure import marching_cubes
 
 from nfd.errors import NfdError
 from nfd.io import atomic_path
+from nfd.sampling.samples_file import read_samples
 
 MESH_FORMATS = ("ply", "obj")
 SUMMARY_NAME = "summary.json"
@@ -219,26 +219,12 @@ def bbox_diagonal(mesh: trimesh.Trimesh) -> float:
 
 
 def _load_samples(samples_npz: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
-    path = Path(samples_npz)
-    if not path.is_file():
-        raise NfdError(f"samples file not found: {path}")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            if "features" not in data.files:
-                raise NfdError(f"{path}: no 'features' array (keys: {', '.join(data.files) or 'none'}); "
-                               "expected a samples file from `nfd sample`")
-            features = data["features"]
-            meta = {}
-            for key in ("resolution", "coord_dim", "feature_dim", "seed", "preset"):
-                if key in data.files:
-                    value = data[key]
-                    meta[key] = value.item() if value.ndim == 0 else value.tolist()
-    except NfdError:
-        raise
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise NfdError(f"{path}: not a readable .npz file ({e})") from e
+    """The volumes ``[num, R, R, R]`` of a 3D samples file (``[num, R, R, R, 1]``, or already without the channel),
+    and its scalars."""
+    samples = read_samples(samples_npz)
+    path, features, meta = samples.path, samples.features, samples.meta
     coord_dim = meta.get("coord_dim")
-    if coord_dim is not None and int(coord_dim) != 3:
+    if coord_dim is not None and coord_dim != 3:
         raise NfdError(f"{path}: samples are {coord_dim}D (coord_dim={coord_dim}); meshes need 3D samples")
     if features.ndim == 5:
         if features.shape[-1] != 1:
