@@ -27,7 +27,7 @@ from nfd.cli import int_at_least, verb_help  # noqa: E402
 from nfd.errors import NfdError  # noqa: E402
 from nfd.io import atomic_path  # noqa: E402
 from nfd.sampling.samples_file import read_samples  # noqa: E402
-from nfd.viz.preview import grid_image  # noqa: E402
+from nfd.viz.preview import grid_image, tile  # noqa: E402
 from nfd.viz import selection  # noqa: E402
 
 
@@ -88,17 +88,6 @@ def load_renders(path: Path) -> list[np.ndarray]:
         raise NfdError(f"{path}: rendered PNGs of different sizes ({', '.join(f'{w}x{h}' for h, w in sorted(sizes))}); "
                        "render the folder again with `nfd render`")
     return images
-
-
-def _tile(images: list[np.ndarray], cols: int | None = None, pad: int = 4) -> np.ndarray:
-    h, w = images[0].shape[:2]
-    cols = cols or math.ceil(math.sqrt(len(images)))
-    rows = math.ceil(len(images) / cols)
-    out = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, 3), 255, np.uint8)
-    for i, im in enumerate(images):
-        r, c = divmod(i, cols)
-        out[pad + r * (h + pad):pad + r * (h + pad) + h, pad + c * (w + pad):pad + c * (w + pad) + w] = im[..., :3]
-    return out
 
 
 def _suptitle(fig: plt.Figure, title: str, fontsize: int = 11) -> None:
@@ -225,7 +214,7 @@ def fig9(inputs: dict[str, Path], title: str, opts: FigureOptions | None = None)
         scores, criterion = _chair_scores(inputs, opts)
         shown, which = _choose_batch(renders, scores, criterion, "chairs")
         title += f" ({which})" + _best_of_note(len(renders), criterion)
-    tiles = _tile(load_renders(renders[shown]))
+    tiles = tile(load_renders(renders[shown]), pad=4)
     fig, ax = plt.subplots(figsize=(10, 10 * tiles.shape[0] / tiles.shape[1] + 0.6))
     ax.imshow(tiles)
     ax.axis("off")
