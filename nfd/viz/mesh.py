@@ -36,6 +36,7 @@ from skimage.measure import marching_cubes
 
 from nfd.errors import NfdError
 from nfd.io import atomic_path
+from nfd.progressbar import progress_bar
 from nfd.sampling.samples_file import read_samples
 
 MESH_FORMATS = ("ply", "obj")
@@ -254,7 +255,8 @@ def clear_outputs(out: Path) -> list[str]:
 
 
 def export_meshes(samples_npz: str | Path, out_dir: str | Path, level: float = 0.0, fmt: str = "ply",
-                  smooth_iterations: int = 0, cleared: list[str] | None = None) -> dict[str, Any]:
+                  smooth_iterations: int = 0, cleared: list[str] | None = None,
+                  progress: bool = False) -> dict[str, Any]:
     """Mesh every sample of a ``nfd sample`` .npz into ``out_dir/sample_000.<fmt>``, ... plus ``summary.json``.
 
     ``smooth_iterations`` > 0 applies that many Taubin iterations (``smooth_mesh``) to each marching-cubes surface
@@ -264,7 +266,8 @@ def export_meshes(samples_npz: str | Path, out_dir: str | Path, level: float = 0
     Every file is written atomically. The files an earlier run left in ``out_dir`` (meshes of either format, the
     summary, temporary files of a killed run) are removed first, so a reused folder never mixes in shapes of another
     model: a sample with no surface gets no mesh file and is listed under ``"empty"`` in the summary. Other files in
-    the folder are left alone; the names removed are appended to ``cleared`` when given. Returns the summary dict::
+    the folder are left alone; the names removed are appended to ``cleared`` when given. ``progress``: a bar of the
+    samples meshed (``nfd.progressbar``). Returns the summary dict::
 
         {"source", "level", "format", "resolution", "num_samples", "num_meshes", "empty": [indices],
          "smoothing": {"method", "iterations", "lambda", "mu", "chamfer_to_unsmoothed": {"mean", "max", "units",
@@ -295,7 +298,7 @@ def export_meshes(samples_npz: str | Path, out_dir: str | Path, level: float = 0
     written: set[str] = set()
     chamfers: list[tuple[float, float]] = []  # (relative to the bounding-box diagonal, in voxels) per mesh
     voxel = 2.0 / (features.shape[1] - 1)  # grid spacing in mesh units
-    for i, vol in enumerate(features):
+    for i, vol in enumerate(progress_bar(features, desc="mesh", unit="sample", enabled=progress)):
         name = f"sample_{i:03d}.{fmt}"
         try:
             mesh = extract_mesh(vol, level=level)
@@ -346,7 +349,8 @@ def export_meshes(samples_npz: str | Path, out_dir: str | Path, level: float = 0
 def _cmd_mesh(args: argparse.Namespace) -> int:
     cleared: list[str] = []
     summary = export_meshes(args.samples, args.out, level=args.level, fmt=args.format,
-                            smooth_iterations=args.smooth_iterations, cleared=cleared)
+                            smooth_iterations=args.smooth_iterations, cleared=cleared,
+                            progress=not args.log_quiet)
     n_empty = len(summary["empty"])
     msg = f"wrote {summary['num_meshes']} {summary['format']} meshes to {args.out}"
     if cleared:

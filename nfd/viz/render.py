@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -27,9 +28,11 @@ from typing import Any
 
 import numpy as np
 import trimesh
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from nfd.errors import NfdError
 from nfd.io import atomic_path
+from nfd.progressbar import progress_bar
 from nfd.viz import gl
 from nfd.viz.gl import BACKENDS, RenderUnavailableError, backend_used
 
@@ -321,12 +324,15 @@ def _cmd_render(args: argparse.Namespace) -> int:
                 pass
         raise NfdError(f"no mesh files ({', '.join(MESH_SUFFIXES)}) in {src}{hint}")
     t0 = time.perf_counter()
-    for i, f in enumerate(files):
-        render_mesh_file(f, out / f"{f.stem}.png", size=args.size, backend=args.backend,
-                         normal_smoothing=args.normal_smoothing, azimuth_deg=args.azimuth,
-                         elevation_deg=args.elevation)
-        if i == 0:
-            print(f"rendering with {gl.describe(backend_used() or 'matplotlib')}", file=sys.stderr)
+    # the backend's fallback warnings come during the first render: through the bar, so they do not break its line
+    with logging_redirect_tqdm(loggers=[logging.getLogger("nfd")]):
+        bar = progress_bar(files, desc="render", unit="mesh", enabled=not args.log_quiet)
+        for i, f in enumerate(bar):
+            render_mesh_file(f, out / f"{f.stem}.png", size=args.size, backend=args.backend,
+                             normal_smoothing=args.normal_smoothing, azimuth_deg=args.azimuth,
+                             elevation_deg=args.elevation)
+            if i == 0:
+                bar.write(f"rendering with {gl.describe(backend_used() or 'matplotlib')}", file=sys.stderr)
     print(f"rendered {len(files)} meshes to {out} in {time.perf_counter() - t0:.1f}s")
     return 0
 
