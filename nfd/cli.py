@@ -73,7 +73,7 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", dest="log_verbose", action="count", default=0,
                         help="log more (-v: progress notes, -vv: debug); before the verb")
     parser.add_argument("-q", "--quiet", dest="log_quiet", action="count", default=0,
-                        help="log errors only; before the verb")
+                        help="log errors only, no progress bars; before the verb")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
     for name in VERB_MODULES:
@@ -104,7 +104,7 @@ _HANDLER.setFormatter(logging.Formatter("nfd: %(message)s"))
 def configure_logging(verbose: int = 0, quiet: int = 0) -> None:
     """The one logging setup of the ``nfd`` command: warnings by default, -v info, -vv debug, -q errors only.
 
-    Records of the ``nfd.*`` loggers and Python warnings (``logging.captureWarnings``, so a warned fallback is shown
+    Records of the ``nfd.*`` loggers and Python warnings (``logging.captureWarnings``, so a library's warning is shown
     once, as a log line) go to stderr; calling it again only changes the level."""
     level = logging.ERROR if quiet else {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
     for name in ("nfd", "py.warnings"):

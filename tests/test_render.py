@@ -8,7 +8,9 @@ to the matplotlib painter, the GL-only tests skip with the reason, and the rest 
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -19,7 +21,7 @@ import pytest
 import trimesh
 from PIL import Image
 
-from nfd.viz import render
+from nfd.viz import gl, render
 from nfd.cli import main
 from nfd.errors import NfdError
 from nfd.viz.render import RenderUnavailableError, backend_used, render_mesh
@@ -33,7 +35,7 @@ def _gl_or_skip() -> str:
     img = render_mesh(trimesh.creation.box(), size=16)
     assert img.shape == (16, 16, 3)
     if backend_used() not in ("egl", "osmesa"):
-        pytest.skip(f"no GL offscreen platform here ({render._State.failed or 'see warnings'}); auto used matplotlib")
+        pytest.skip(f"no GL offscreen platform here ({gl.state.failed or 'see warnings'}); auto used matplotlib")
     return backend_used()
 
 
@@ -129,17 +131,19 @@ def test_auto_falls_back_when_gl_fails(monkeypatch, caplog):
     def no_gl(platform):
         raise RenderUnavailableError(f"pretend {platform} is missing")
 
-    render._reset_backend()
-    monkeypatch.setattr(render, "_open_gl", no_gl)
+    gl._reset_backend()
+    monkeypatch.setattr(gl, "_open_gl", no_gl)
     try:
-        with pytest.warns(RuntimeWarning, match=r"EGL unavailable \(pretend egl is missing\), falling back to"):
+        with caplog.at_level(logging.WARNING, logger="nfd.viz.render"):
             img = render_mesh(trimesh.creation.icosphere(), size=SIZE)
+        fallback = r"EGL unavailable \(pretend egl is missing\), falling back to"
+        assert sum(bool(re.match(fallback, r.getMessage())) for r in caplog.records) == 1
         assert backend_used() == "matplotlib"
         _check_object_centred_on_white(img, SIZE)
         with pytest.raises(RenderUnavailableError, match="EGL unavailable"):
             render_mesh(trimesh.creation.icosphere(), size=SIZE, backend="egl")
     finally:
-        render._reset_backend()
+        gl._reset_backend()
 
 
 def test_fallback_chain_in_a_fresh_process(tmp_path):

@@ -244,7 +244,7 @@ def cmd_shapes(args: argparse.Namespace) -> int:
             raise NfdError(f"{args.samples}: --num-samples {args.num_samples} but the file has {len(vols)} samples")
         vols = vols[: args.num_samples]
     record = score_shapes(vols, args.data, args.ref_split, args.num_ref, args.points, args.seed, args.workers,
-                          context={"samples": str(args.samples)})
+                          context={"samples": str(args.samples)}, progress=not args.log_quiet)
     _write(args, record)
     print(_summary(record))
     return 0

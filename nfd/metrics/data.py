@@ -1,7 +1,8 @@
 """Reading what the metrics compare: processed HDF5 files (``nfd-pointcloud`` v1) and samples ``.npz`` files.
 
-Formats are those of ``docs/contracts.md``. Every problem (missing file, missing key, wrong format, shapes that do not
-fit) is an ``NfdError`` whose one-line message names the file and the key.
+Formats are those of ``docs/contracts.md``; samples files are read with ``nfd.sampling.samples_file`` (the format's
+one reader) and checked here for what the metrics need. Every problem (missing file, missing key, wrong format, shapes
+that do not fit) is an ``NfdError`` whose one-line message names the file and the key.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import numpy as np
 
 from nfd.data.h5format import open_checked
 from nfd.errors import NfdError
+from nfd.sampling.samples_file import read_samples
 
 SPLITS = ("train", "val", "test")
 
@@ -116,15 +118,9 @@ class Samples:
 
 def load_samples(path: str | Path) -> Samples:
     """Load and check a samples ``.npz`` (``docs/contracts.md``): finite values in [-1, 1], consistent shape."""
-    path = _require_file(path, "samples file")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            if "features" not in z:
-                raise NfdError(f"{path}: missing array 'features'")
-            feats = np.asarray(z["features"], dtype=np.float32)
-            meta = {k: int(z[k]) for k in ("resolution", "coord_dim", "feature_dim") if k in z}
-    except (OSError, ValueError) as e:
-        raise NfdError(f"{path}: not a readable .npz file ({e})") from e
+    stored = read_samples(path)
+    path, feats = stored.path, np.asarray(stored.features, dtype=np.float32)
+    meta = {k: stored.meta[k] for k in ("resolution", "coord_dim", "feature_dim") if k in stored.meta}
     if feats.ndim < 3:
         raise NfdError(f"{path}: 'features' has shape {list(feats.shape)}, expected [num, R, ..., R, k]")
     coord_dim = feats.ndim - 2

@@ -90,15 +90,19 @@ def reference_indices(data: str | Path, ref_split: str = "test", num_ref: int = 
 
 
 def reference_point_sets(data: str | Path, idx: np.ndarray, points: int = 2048, seed: int = 0,
-                         ref_split: str = "test") -> list[np.ndarray | None]:
-    """Surface point sets of the reference shapes ``idx`` of 3D occupancy ``data`` (marching cubes at level 0)."""
+                         ref_split: str = "test", progress: bool = False) -> list[np.ndarray | None]:
+    """Surface point sets of the reference shapes ``idx`` of 3D occupancy ``data`` (marching cubes at level 0);
+    ``progress``: a bar of the references done, chunk by chunk (``nfd.progressbar``)."""
     from nfd.metrics.data import read_examples
     from nfd.metrics.shapes3d import volumes_point_sets
+    from nfd.progressbar import progress_bar
 
     ref_sets: list[np.ndarray | None] = []
-    for start in range(0, len(idx), 256):  # read references in chunks to bound memory
-        chunk = read_examples(data, idx[start : start + 256])[..., 0]
-        ref_sets += volumes_point_sets(chunk, points, seed=seed, role=1, offset=start)
+    with progress_bar(desc="reference surface points", unit="shape", total=len(idx), enabled=progress) as bar:
+        for start in range(0, len(idx), 256):  # read references in chunks to bound memory
+            chunk = read_examples(data, idx[start : start + 256])[..., 0]
+            ref_sets += volumes_point_sets(chunk, points, seed=seed, role=1, offset=start)
+            bar.update(len(chunk))
     if all(r is None for r in ref_sets):
         raise NfdError(f"{data}: no reference shape of split {ref_split!r} has a surface at level 0")
     return ref_sets
@@ -106,9 +110,10 @@ def reference_point_sets(data: str | Path, idx: np.ndarray, points: int = 2048, 
 
 def score_shapes(volumes: np.ndarray, data: str | Path, ref_split: str = "test", num_ref: int = 0,
                  points: int = 2048, seed: int = 0, workers: int = -1,
-                 context: dict[str, Any] | None = None) -> dict[str, Any]:
+                 context: dict[str, Any] | None = None, progress: bool = False) -> dict[str, Any]:
     """The ``shapes3d`` record (COV, MMD, 1-NNA) of occupancy volumes ``[num, R, R, R]`` in [-1, 1] against
-    ``num_ref`` shapes of ``ref_split`` of ``data`` (all of them when 0)."""
+    ``num_ref`` shapes of ``ref_split`` of ``data`` (all of them when 0); ``progress``: bars of the surface points
+    of the samples and of the references."""
     from nfd.metrics.registry import evaluate
     from nfd.metrics.shapes3d import volumes_point_sets
 
@@ -116,8 +121,8 @@ def score_shapes(volumes: np.ndarray, data: str | Path, ref_split: str = "test",
     idx = reference_indices(data, ref_split, num_ref, seed)
     print(f"shapes: meshing {len(volumes)} samples ({volumes.shape[1]}^3) and {len(idx)} references "
           f"({'x'.join(map(str, info.grid_shape))}), {points} points each", file=sys.stderr)
-    sample_sets = volumes_point_sets(volumes, points, seed=seed, role=0)
-    ref_sets = reference_point_sets(data, idx, points, seed, ref_split)
+    sample_sets = volumes_point_sets(volumes, points, seed=seed, role=0, progress=progress)
+    ref_sets = reference_point_sets(data, idx, points, seed, ref_split, progress=progress)
     print(f"shapes: {sum(s is None for s in sample_sets)} of {len(sample_sets)} samples have no surface; computing "
           f"{len(sample_sets) + len(ref_sets)}^2 Chamfer distances", file=sys.stderr)
     return evaluate(

@@ -256,7 +256,12 @@ def volumes_point_sets(
     role: int = 0,
     level: float = 0.0,
     offset: int = 0,
+    progress: bool = False,
 ) -> list[np.ndarray | None]:
     """Point sets of many volumes; volume ``i`` uses the RNG ``default_rng([seed, role, offset + i])`` (reproducible,
-    distinct between samples, ``role=0``, and references, ``role=1``; ``offset`` when processing a list in chunks)."""
-    return [volume_point_set(v, num_points, [seed, role, offset + i], level) for i, v in enumerate(volumes)]
+    distinct between samples, ``role=0``, and references, ``role=1``; ``offset`` when processing a list in chunks).
+    ``progress``: a bar of the volumes meshed (``nfd.progressbar``)."""
+    from nfd.progressbar import progress_bar
+
+    bar = progress_bar(volumes, desc="surface points", unit="shape", enabled=progress)
+    return [volume_point_set(v, num_points, [seed, role, offset + i], level) for i, v in enumerate(bar)]

@@ -19,6 +19,8 @@ from nfd.errors import NfdError
 from nfd.grid import grid_coords
 from nfd.io import atomic_path, free_disk_bytes, writing
 from nfd.models.build import build_generator, pick_device
+from nfd.progressbar import progress_bar
+from nfd.sampling.samples_file import write_samples
 
 
 def load_generator(path: str | Path, device: str = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -139,12 +141,13 @@ def check_sample_size(num: int, resolution: int, coord_dim: int, feature_dim: in
 
 
 def sample_grid(G: torch.nn.Module, z: torch.Tensor, resolution: int, coord_dim: int,
-                chunk_points: int = 1 << 18) -> np.ndarray:
+                chunk_points: int = 1 << 18, progress: bool = False) -> np.ndarray:
     """Evaluate the functions of ``z`` on a ``resolution**d`` grid: ``[num, R, ..., R, k]`` float32.
 
     The grid is generated ``chunk_points`` rows at a time, each chunk evaluated and copied into the one output
     array, so memory is the output plus one chunk; the chunks are those :meth:`evaluate` used on the whole grid,
-    which keeps the result bit-identical to evaluating the full coordinate array at once."""
+    which keeps the result bit-identical to evaluating the full coordinate array at once. ``progress``: a bar of
+    the grid points done (``nfd.progressbar``)."""
     if chunk_points < 1:
         raise NfdError(f"chunk_points must be >= 1, got {chunk_points}")
     num, points = int(z.shape[0]), resolution**coord_dim
@@ -152,12 +155,14 @@ def sample_grid(G: torch.nn.Module, z: torch.Tensor, resolution: int, coord_dim:
     check_sample_size(num, resolution, coord_dim, feature_dim, chunk_points, width)
     axis = grid_axis(resolution, device=z.device)
     out: np.ndarray | None = None
-    for p0 in range(0, points, chunk_points):
-        p1 = min(p0 + chunk_points, points)
-        part = G.evaluate(z, grid_rows(axis, coord_dim, p0, p1), chunk_points=chunk_points).numpy()
-        if out is None:
-            out = np.empty((num, points, part.shape[-1]), dtype=np.float32)
-        out[:, p0:p1] = part
+    with progress_bar(desc="sample", unit="point", total=points, unit_scale=True, enabled=progress) as bar:
+        for p0 in range(0, points, chunk_points):
+            p1 = min(p0 + chunk_points, points)
+            part = G.evaluate(z, grid_rows(axis, coord_dim, p0, p1), chunk_points=chunk_points).numpy()
+            if out is None:
+                out = np.empty((num, points, part.shape[-1]), dtype=np.float32)
+            out[:, p0:p1] = part
+            bar.update(p1 - p0)
     assert out is not None
     return out.reshape(num, *([resolution] * coord_dim), -1)
 
@@ -168,11 +173,11 @@ def run_sample(args: argparse.Namespace) -> int:
     d, k = int(meta["coord_dim"]), int(meta["feature_dim"])
     check_sample_size(args.num, args.resolution, d, k, args.chunk_points, _mlp_shape(G)[0], out=args.out)
     z = latents(G, args.num, args.seed, device)
-    feats = sample_grid(G, z, args.resolution, d, chunk_points=args.chunk_points)
+    feats = sample_grid(G, z, args.resolution, d, chunk_points=args.chunk_points, progress=not args.log_quiet)
     with writing(args.out), atomic_path(args.out) as tmp:
-        np.savez(tmp, features=feats, latents=z.cpu().numpy(), resolution=args.resolution,
-                 coord_dim=d, feature_dim=k, seed=args.seed, preset=meta["cfg"].name,
-                 train_resolution=int(meta.get("grid_shape", [0])[0]), model=str(meta["model"]))
+        write_samples(tmp, feats, z.cpu().numpy(), resolution=args.resolution, coord_dim=d, feature_dim=k,
+                      seed=args.seed, preset=meta["cfg"].name, train_resolution=int(meta.get("grid_shape", [0])[0]),
+                      model=str(meta["model"]))
     print(f"nfd sample: {args.num} functions at {args.resolution}^{d} -> {args.out}")
     return 0
 

@@ -12,7 +12,6 @@ import argparse
 import json
 import math
 import textwrap
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,8 @@ from PIL import Image  # noqa: E402
 from nfd.cli import int_at_least, verb_help  # noqa: E402
 from nfd.errors import NfdError  # noqa: E402
 from nfd.io import atomic_path  # noqa: E402
-from nfd.viz.preview import grid_image  # noqa: E402
+from nfd.sampling.samples_file import read_samples  # noqa: E402
+from nfd.viz.preview import grid_image, tile  # noqa: E402
 from nfd.viz import selection  # noqa: E402
 from nfd.viz.figure_registry import FIGURES as FIGURE_SPECS  # noqa: E402
 
@@ -43,19 +43,12 @@ class FigureOptions:
 
 
 def load_samples(path: Path, dims: int | None = None) -> np.ndarray:
-    """``features`` of an ``nfd sample`` file; ``dims`` checks 2D vs 3D."""
-    if not path.is_file():
-        raise NfdError(f"{path}: samples file not found")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            feats = f["features"]
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
-        raise NfdError(f"{path}: not an nfd samples file ({e})") from None
-    if dims is not None and feats.ndim != dims + 2:
-        raise NfdError(f"{path}: expected {dims}D samples, got features of shape {feats.shape}")
+    """``features`` of an ``nfd sample`` file; ``dims`` checks 2D vs 3D. A figure of no samples, or of a diverged
+    model's NaNs, would show nothing, so both are refused in one line."""
+    feats = read_samples(path, coord_dim=dims).features
     if feats.shape[0] == 0:
         raise NfdError(f"{path}: no samples (features of shape {feats.shape})")
-    if not np.issubdtype(feats.dtype, np.number) or not np.all(np.isfinite(feats)):
+    if not np.all(np.isfinite(feats)):
         raise NfdError(f"{path}: features are not all finite numbers (a diverged model?); nothing to show")
     return feats
 
@@ -84,17 +77,6 @@ def load_renders(path: Path) -> list[np.ndarray]:
         raise NfdError(f"{path}: rendered PNGs of different sizes ({', '.join(f'{w}x{h}' for h, w in sorted(sizes))}); "
                        "render the folder again with `nfd render`")
     return images
-
-
-def _tile(images: list[np.ndarray], cols: int | None = None, pad: int = 4) -> np.ndarray:
-    h, w = images[0].shape[:2]
-    cols = cols or math.ceil(math.sqrt(len(images)))
-    rows = math.ceil(len(images) / cols)
-    out = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, 3), 255, np.uint8)
-    for i, im in enumerate(images):
-        r, c = divmod(i, cols)
-        out[pad + r * (h + pad):pad + r * (h + pad) + h, pad + c * (w + pad):pad + c * (w + pad) + w] = im[..., :3]
-    return out
 
 
 def _suptitle(fig: plt.Figure, title: str, fontsize: int = 11) -> None:
@@ -213,7 +195,7 @@ def fig9(inputs: dict[str, Path], title: str, opts: FigureOptions | None = None)
         scores, criterion = _chair_scores(inputs, opts)
         shown, which = _choose_batch(renders, scores, criterion, "chairs")
         title += f" ({which})" + _best_of_note(len(renders), criterion)
-    tiles = _tile(load_renders(renders[shown]))
+    tiles = tile(load_renders(renders[shown]), pad=4)
     fig, ax = plt.subplots(figsize=(10, 10 * tiles.shape[0] / tiles.shape[1] + 0.6))
     ax.imshow(tiles)
     ax.axis("off")

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,8 @@ from skimage.measure import marching_cubes
 
 from nfd.errors import NfdError
 from nfd.io import atomic_path
+from nfd.progressbar import progress_bar
+from nfd.sampling.samples_file import read_samples
 
 MESH_FORMATS = ("ply", "obj")
 SUMMARY_NAME = "summary.json"
@@ -219,26 +220,12 @@ def bbox_diagonal(mesh: trimesh.Trimesh) -> float:
 
 
 def _load_samples(samples_npz: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
-    path = Path(samples_npz)
-    if not path.is_file():
-        raise NfdError(f"samples file not found: {path}")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            if "features" not in data.files:
-                raise NfdError(f"{path}: no 'features' array (keys: {', '.join(data.files) or 'none'}); "
-                               "expected a samples file from `nfd sample`")
-            features = data["features"]
-            meta = {}
-            for key in ("resolution", "coord_dim", "feature_dim", "seed", "preset"):
-                if key in data.files:
-                    value = data[key]
-                    meta[key] = value.item() if value.ndim == 0 else value.tolist()
-    except NfdError:
-        raise
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise NfdError(f"{path}: not a readable .npz file ({e})") from e
+    """The volumes ``[num, R, R, R]`` of a 3D samples file (``[num, R, R, R, 1]``, or already without the channel),
+    and its scalars."""
+    samples = read_samples(samples_npz)
+    path, features, meta = samples.path, samples.features, samples.meta
     coord_dim = meta.get("coord_dim")
-    if coord_dim is not None and int(coord_dim) != 3:
+    if coord_dim is not None and coord_dim != 3:
         raise NfdError(f"{path}: samples are {coord_dim}D (coord_dim={coord_dim}); meshes need 3D samples")
     if features.ndim == 5:
         if features.shape[-1] != 1:
@@ -268,7 +255,8 @@ def clear_outputs(out: Path) -> list[str]:
 
 
 def export_meshes(samples_npz: str | Path, out_dir: str | Path, level: float = 0.0, fmt: str = "ply",
-                  smooth_iterations: int = 0, cleared: list[str] | None = None) -> dict[str, Any]:
+                  smooth_iterations: int = 0, cleared: list[str] | None = None,
+                  progress: bool = False) -> dict[str, Any]:
     """Mesh every sample of a ``nfd sample`` .npz into ``out_dir/sample_000.<fmt>``, ... plus ``summary.json``.
 
     ``smooth_iterations`` > 0 applies that many Taubin iterations (``smooth_mesh``) to each marching-cubes surface
@@ -278,7 +266,8 @@ def export_meshes(samples_npz: str | Path, out_dir: str | Path, level: float = 0
     Every file is written atomically. The files an earlier run left in ``out_dir`` (meshes of either format, the
     summary, temporary files of a killed run) are removed first, so a reused folder never mixes in shapes of another
     model: a sample with no surface gets no mesh file and is listed under ``"empty"`` in the summary. Other files in
-    the folder are left alone; the names removed are appended to ``cleared`` when given. Returns the summary dict::
+    the folder are left alone; the names removed are appended to ``cleared`` when given. ``progress``: a bar of the
+    samples meshed (``nfd.progressbar``). Returns the summary dict::
 
         {"source", "level", "format", "resolution", "num_samples", "num_meshes", "empty": [indices],
          "smoothing": {"method", "iterations", "lambda", "mu", "chamfer_to_unsmoothed": {"mean", "max", "units",
@@ -309,7 +298,7 @@ def export_meshes(samples_npz: str | Path, out_dir: str | Path, level: float = 0
     written: set[str] = set()
     chamfers: list[tuple[float, float]] = []  # (relative to the bounding-box diagonal, in voxels) per mesh
     voxel = 2.0 / (features.shape[1] - 1)  # grid spacing in mesh units
-    for i, vol in enumerate(features):
+    for i, vol in enumerate(progress_bar(features, desc="mesh", unit="sample", enabled=progress)):
         name = f"sample_{i:03d}.{fmt}"
         try:
             mesh = extract_mesh(vol, level=level)
@@ -360,7 +349,8 @@ def export_meshes(samples_npz: str | Path, out_dir: str | Path, level: float = 0
 def _cmd_mesh(args: argparse.Namespace) -> int:
     cleared: list[str] = []
     summary = export_meshes(args.samples, args.out, level=args.level, fmt=args.format,
-                            smooth_iterations=args.smooth_iterations, cleared=cleared)
+                            smooth_iterations=args.smooth_iterations, cleared=cleared,
+                            progress=not args.log_quiet)
     n_empty = len(summary["empty"])
     msg = f"wrote {summary['num_meshes']} {summary['format']} meshes to {args.out}"
     if cleared:

@@ -8,6 +8,7 @@ Used for the periodic fixed-latent grids of training; the paper figures use real
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -36,17 +37,22 @@ def to_image(sample: np.ndarray) -> np.ndarray:
     return np.repeat(img[..., None], 3, axis=2)
 
 
+def tile(images: Sequence[np.ndarray], cols: int | None = None, pad: int = 2) -> np.ndarray:
+    """Tile RGB images of one size into one uint8 image on white, row by row (``cols`` defaults to a near-square
+    grid); the training previews and the paper figures share it, so their grids look alike."""
+    h, w = images[0].shape[:2]
+    cols = cols or math.ceil(math.sqrt(len(images)))
+    rows = math.ceil(len(images) / cols)
+    out = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, 3), 255, np.uint8)
+    for i, im in enumerate(images):
+        r, c = divmod(i, cols)
+        out[pad + r * (h + pad):pad + r * (h + pad) + h, pad + c * (w + pad):pad + c * (w + pad) + w] = im[..., :3]
+    return out
+
+
 def grid_image(samples: np.ndarray, cols: int | None = None, pad: int = 2) -> np.ndarray:
     """Tile samples into one RGB image."""
-    tiles = [to_image(s) for s in samples]
-    h, w = tiles[0].shape[:2]
-    cols = cols or math.ceil(math.sqrt(len(tiles)))
-    rows = math.ceil(len(tiles) / cols)
-    out = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, 3), 255, np.uint8)
-    for i, t in enumerate(tiles):
-        r, c = divmod(i, cols)
-        out[pad + r * (h + pad):pad + r * (h + pad) + h, pad + c * (w + pad):pad + c * (w + pad) + w] = t
-    return out
+    return tile([to_image(s) for s in samples], cols, pad)
 
 
 def save_preview(samples: np.ndarray, path: str | Path, title: str = "") -> None:

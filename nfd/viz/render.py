@@ -1,18 +1,8 @@
 """Offscreen mesh rendering (paper Fig. 9/10), and the ``nfd render`` verb.
 
-Backends, tried in this order by ``backend="auto"``:
-
-1. ``"egl"``: pyrender on EGL (GPU driver, or Mesa llvmpipe through EGL's device/surfaceless platform: no display),
-2. ``"osmesa"``: pyrender on OSMesa (Mesa's software off-screen library, Debian package ``libosmesa6``),
-3. ``"matplotlib"``: the same camera and lights, painted with matplotlib's Agg (flat Lambert shading, painter's
-   algorithm). Slower and without smooth shading, but it always works.
-
-PyOpenGL fixes its platform when ``OpenGL`` is first imported, from ``PYOPENGL_PLATFORM``. So the choice is made
-lazily on the first render: if nothing has imported OpenGL yet, ``PYOPENGL_PLATFORM`` is set here (unless the user
-set it, which is then respected and the only GL platform tried) before pyrender is imported. If OpenGL was already
-imported by someone else, only its platform can be used. The backend in use is logged once (logger ``nfd.viz.render``)
-and a fallback is reported as a warning, e.g. "EGL unavailable (...), falling back to OSMesa";
-``backend_used()`` tells which one rendered.
+Backends (``nfd.viz.gl`` chooses one per process): pyrender on EGL, then pyrender on OSMesa, then a matplotlib
+painter with the same camera and lights (Agg, flat Lambert shading, painter's algorithm: slower and without smooth
+shading, but it always works).
 
 Shading normals (``nfd render --normal-smoothing N``, ``render_mesh(normal_smoothing=N)``): marching cubes on a
 near-binary field leaves one-voxel terraces whose spacing can be many voxels on gently sloped surfaces (10 and more
@@ -29,31 +19,25 @@ screen, so chairs stand upright. White background.
 from __future__ import annotations
 
 import argparse
-import atexit
 import json
-import ctypes.util
 import logging
-import os
 import sys
-import threading
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import trimesh
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from nfd.errors import NfdError
 from nfd.io import atomic_path
+from nfd.progressbar import progress_bar
+from nfd.viz import gl
+from nfd.viz.gl import BACKENDS, RenderUnavailableError, backend_used
 
-log = logging.getLogger("nfd.viz.render")
-
-BACKENDS = ("auto", "egl", "osmesa", "matplotlib")
 MIN_SIZE, MAX_SIZE = 8, 8192
 """Image sizes ``render_mesh`` accepts (pixels, width = height)."""
-_GL_NAMES = {"egl": "EGL", "osmesa": "OSMesa", "matplotlib": "matplotlib"}
-_GL_LIBRARIES = {"egl": ("EGL", "libegl1 libegl-mesa0"), "osmesa": ("OSMesa", "libosmesa6")}
 MESH_SUFFIXES = (".ply", ".obj", ".off", ".stl", ".glb", ".gltf")
 NORMAL_SMOOTHING = 30
 """Default rounds of shading-normal averaging of ``nfd render`` (0 = trimesh's area-weighted vertex normals); chosen
@@ -78,10 +62,6 @@ _LIGHTS_CAM = (
     (np.array([-0.6, -0.2, -0.6]), 0.35),  # fill: from the right
     (np.array([0.0, -1.0, 0.2]), 0.20),  # top light
 )
-
-
-class RenderUnavailableError(NfdError):
-    """The requested rendering backend cannot be used on this machine (message says why)."""
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -119,191 +99,6 @@ def _normalised_view(mesh: trimesh.Trimesh, azimuth_deg: float, elevation_deg: f
     pose[:3, :3] = rot
     pose[:3, 3] = rot[:, 2] * dist
     return verts, pose
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# backend selection
-
-
-class _State:
-    lock = threading.RLock()
-    backend: str | None = None  # what auto resolved to (or the last explicit one)
-    renderer: Any = None  # pyrender.OffscreenRenderer, reused
-    gl_platform: str | None = None  # 'egl' / 'osmesa' once a GL renderer works
-    gl_info: str = ""
-    failed: dict[str, str] = {}  # backend -> why it failed
-    announced: set[str] = set()
-
-
-def backend_used() -> str | None:
-    """The backend that renders (``"egl"``, ``"osmesa"`` or ``"matplotlib"``), or None before the first render."""
-    return _State.backend
-
-
-def _reset_backend() -> None:
-    """Forget the chosen backend (tests). A GL platform that PyOpenGL has loaded stays loaded."""
-    with _State.lock:
-        _delete_renderer()
-        _State.backend = None
-        _State.failed = {}
-        _State.announced = set()
-
-
-def _delete_renderer() -> None:
-    r, _State.renderer = _State.renderer, None
-    if r is not None:
-        try:
-            r.delete()
-        except Exception:  # noqa: BLE001 - teardown of a context that may already be gone
-            pass
-
-
-atexit.register(_delete_renderer)
-
-
-def _loaded_gl_platform() -> str | None:
-    """The platform PyOpenGL is already bound to ('egl', 'osmesa', another name), or None if not imported yet."""
-    if "OpenGL.platform" not in sys.modules and "OpenGL.GL" not in sys.modules:
-        return None
-    plat = getattr(sys.modules.get("OpenGL.platform"), "PLATFORM", None)
-    name = type(plat).__name__.lower() if plat is not None else ""
-    if "egl" in name:
-        return "egl"
-    if "osmesa" in name:
-        return "osmesa"
-    return os.environ.get("PYOPENGL_PLATFORM") or name or "unknown"
-
-
-def _purge_gl_modules() -> None:
-    for name in list(sys.modules):
-        if name == "OpenGL" or name.startswith("OpenGL.") or name == "pyrender" or name.startswith("pyrender."):
-            del sys.modules[name]
-
-
-def _open_gl(platform: str) -> Any:
-    """Create a pyrender OffscreenRenderer on ``platform`` and draw one tiny frame; raise with the reason if not."""
-    loaded = _loaded_gl_platform()
-    if loaded is not None and loaded != platform and _State.gl_platform is None:
-        raise RenderUnavailableError(f"PyOpenGL is already initialised for {loaded!r} in this process")
-    lib = _GL_LIBRARIES[platform]
-    if loaded is None and ctypes.util.find_library(lib[0]) is None:
-        raise RenderUnavailableError(f"lib{lib[0]} not found; on Debian/Ubuntu install {lib[1]}")
-    prev_env = os.environ.get("PYOPENGL_PLATFORM")
-    os.environ["PYOPENGL_PLATFORM"] = platform  # read by PyOpenGL on import and by pyrender on every renderer
-    imported_here = loaded is None
-    try:
-        import pyrender  # noqa: PLC0415 - must come after PYOPENGL_PLATFORM is set
-
-        renderer = pyrender.OffscreenRenderer(8, 8)
-        try:
-            scene = pyrender.Scene(bg_color=[1.0, 1.0, 1.0, 1.0])
-            scene.add(pyrender.PerspectiveCamera(yfov=float(YFOV)), pose=np.eye(4))
-            renderer.render(scene)
-            info = ""
-            try:
-                from OpenGL import GL  # noqa: PLC0415
-
-                info = GL.glGetString(GL.GL_RENDERER).decode(errors="replace")
-            except Exception:  # noqa: BLE001 - the renderer string is only informative
-                pass
-        except BaseException:
-            renderer.delete()
-            raise
-    except Exception as e:
-        if prev_env is None:
-            os.environ.pop("PYOPENGL_PLATFORM", None)
-        else:
-            os.environ["PYOPENGL_PLATFORM"] = prev_env
-        if imported_here:  # let the next platform start from a clean PyOpenGL import
-            _purge_gl_modules()
-        reason = f"{type(e).__name__}: {e}".strip().rstrip(":") if str(e) else type(e).__name__
-        raise RenderUnavailableError(reason.splitlines()[0] if reason else type(e).__name__) from e
-    _State.gl_info = info
-    _State.gl_platform = platform
-    return renderer
-
-
-def _auto_candidates() -> list[str]:
-    loaded = _loaded_gl_platform()
-    if _State.gl_platform is not None:
-        return [_State.gl_platform, "matplotlib"]
-    if loaded is not None:
-        if loaded in ("egl", "osmesa"):
-            return [loaded, "matplotlib"]
-        _warn(f"PyOpenGL was already imported for platform {loaded!r} (not egl/osmesa) before nfd.viz.render chose one, "
-              "falling back to matplotlib", stacklevel=5)
-        return ["matplotlib"]
-    user = os.environ.get("PYOPENGL_PLATFORM")
-    if user:
-        if user in ("egl", "osmesa"):
-            return [user, "matplotlib"]
-        _warn(f"PYOPENGL_PLATFORM={user} is not an offscreen platform (egl, osmesa), falling back to matplotlib", stacklevel=5)
-        return ["matplotlib"]
-    return ["egl", "osmesa", "matplotlib"]
-
-
-def _warn(msg: str, stacklevel: int = 4) -> None:
-    if msg in _State.announced:
-        return
-    _State.announced.add(msg)
-    warnings.warn(msg, RuntimeWarning, stacklevel=stacklevel)  # one message: `nfd` logs warnings (cli)  # _warn <- _resolve <- render_mesh <- caller
-
-
-def _announce(backend: str) -> None:
-    if backend in _State.announced:
-        return
-    _State.announced.add(backend)
-    extra = f" ({_State.gl_info})" if backend != "matplotlib" and _State.gl_info else ""
-    log.info("rendering with %s%s", _GL_NAMES[backend], extra)
-
-
-def _resolve(backend: str) -> str:
-    """Pick (and initialise) the backend to use; returns its name."""
-    if backend not in BACKENDS:
-        raise NfdError(f"unknown render backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    with _State.lock:
-        if backend == "matplotlib":
-            _State.backend = "matplotlib"
-            _announce("matplotlib")
-            return "matplotlib"
-        if backend in ("egl", "osmesa"):
-            if _State.renderer is not None and _State.gl_platform == backend:
-                _State.backend = backend
-                return backend
-            if _State.gl_platform is not None and _State.gl_platform != backend:
-                raise RenderUnavailableError(
-                    f"{_GL_NAMES[backend]} unavailable: this process already renders with "
-                    f"{_GL_NAMES[_State.gl_platform]} (PyOpenGL binds one platform per process)")
-            try:
-                _State.renderer = _open_gl(backend)
-            except RenderUnavailableError as e:
-                raise RenderUnavailableError(f"{_GL_NAMES[backend]} unavailable ({e})") from e
-            _State.backend = backend
-            _announce(backend)
-            return backend
-        # auto
-        if _State.backend is not None and _State.backend != "matplotlib" and _State.renderer is not None:
-            return _State.backend
-        if _State.backend == "matplotlib" and _State.failed:  # auto already fell all the way back
-            return "matplotlib"
-        candidates = _auto_candidates()
-        for i, cand in enumerate(candidates):
-            if cand == "matplotlib":
-                _State.backend = "matplotlib"
-                _announce("matplotlib")
-                return "matplotlib"
-            try:
-                _State.renderer = _State.renderer if _State.gl_platform == cand and _State.renderer else _open_gl(cand)
-            except RenderUnavailableError as e:
-                _State.failed[cand] = str(e)
-                nxt = _GL_NAMES[candidates[i + 1]]
-                msg = f"{_GL_NAMES[cand]} unavailable ({e}), falling back to {nxt}"
-                _warn(msg)
-                continue
-            _State.backend = cand
-            _announce(cand)
-            return cand
-        raise AssertionError("unreachable: matplotlib is always the last candidate")  # pragma: no cover
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -349,7 +144,7 @@ def shading_normals(mesh: trimesh.Trimesh, iterations: int = 0,
 
 def _render_pyrender(mesh: trimesh.Trimesh, size: int, azimuth_deg: float, elevation_deg: float,
                      normal_smoothing: int = 0) -> np.ndarray:
-    import pyrender  # noqa: PLC0415 - imported by _open_gl with the right platform
+    import pyrender  # noqa: PLC0415 - imported by nfd.viz.gl with the right platform
 
     verts, pose = _normalised_view(mesh, azimuth_deg, elevation_deg)
     tm = trimesh.Trimesh(vertices=verts, faces=np.asarray(mesh.faces), process=False)
@@ -371,7 +166,7 @@ def _render_pyrender(mesh: trimesh.Trimesh, size: int, azimuth_deg: float, eleva
         lp = np.eye(4)
         lp[:3, :3] = np.stack([x, np.cross(z, x), z], axis=1)
         scene.add(pyrender.DirectionalLight(color=np.ones(3), intensity=GL_LIGHT_GAIN * np.pi * intensity), pose=lp)
-    r = _State.renderer
+    r = gl.state.renderer
     r.viewport_width = size
     r.viewport_height = size
     color, _depth = r.render(scene)
@@ -453,10 +248,10 @@ def render_mesh(mesh: trimesh.Trimesh, size: int = 256, backend: str = "auto", *
     if size < MIN_SIZE or size > MAX_SIZE:
         raise NfdError(f"image size must be in [{MIN_SIZE}, {MAX_SIZE}], got {size}")
     mesh = _check_mesh(mesh)
-    which = _resolve(backend)
+    which = gl.resolve(backend)
     if which == "matplotlib":
         return _render_matplotlib(mesh, size, azimuth_deg, elevation_deg, normal_smoothing)
-    with _State.lock:
+    with gl.state.lock:
         return _render_pyrender(mesh, size, azimuth_deg, elevation_deg, normal_smoothing)
 
 
@@ -529,13 +324,15 @@ def _cmd_render(args: argparse.Namespace) -> int:
                 pass
         raise NfdError(f"no mesh files ({', '.join(MESH_SUFFIXES)}) in {src}{hint}")
     t0 = time.perf_counter()
-    for i, f in enumerate(files):
-        render_mesh_file(f, out / f"{f.stem}.png", size=args.size, backend=args.backend,
-                         normal_smoothing=args.normal_smoothing, azimuth_deg=args.azimuth,
-                         elevation_deg=args.elevation)
-        if i == 0:
-            info = f" ({_State.gl_info})" if backend_used() != "matplotlib" and _State.gl_info else ""
-            print(f"rendering with {_GL_NAMES[backend_used() or 'matplotlib']}{info}", file=sys.stderr)
+    # the backend's fallback warnings come during the first render: through the bar, so they do not break its line
+    with logging_redirect_tqdm(loggers=[logging.getLogger("nfd")]):
+        bar = progress_bar(files, desc="render", unit="mesh", enabled=not args.log_quiet)
+        for i, f in enumerate(bar):
+            render_mesh_file(f, out / f"{f.stem}.png", size=args.size, backend=args.backend,
+                             normal_smoothing=args.normal_smoothing, azimuth_deg=args.azimuth,
+                             elevation_deg=args.elevation)
+            if i == 0:
+                bar.write(f"rendering with {gl.describe(backend_used() or 'matplotlib')}", file=sys.stderr)
     print(f"rendered {len(files)} meshes to {out} in {time.perf_counter() - t0:.1f}s")
     return 0
 
