@@ -35,6 +35,31 @@ VERB_MODULES = list(VERBS)
 """The modules whose verbs ``nfd`` offers, in ``--help`` order."""
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Every ``--help`` shows defaults one way, ``(default: X)`` at the end of an option's help, except the
+    uninformative ones (no default, off switches, required options) and where the help already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (not action.option_strings or default is None or default is False or default == [] or action.required
+                or default is argparse.SUPPRESS or "default" in text):
+            return action.help
+        shown = " ".join(map(str, default)) if isinstance(default, list | tuple) else "%(default)s"
+        return f"{text} (default: {shown})"
+
+
+class RawHelpFormatter(HelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """:class:`HelpFormatter` for a description laid out by hand (line breaks and tables kept)."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """The parser class of ``nfd`` and all its verbs (sub-parsers inherit it): :class:`HelpFormatter` by default."""
+
+    def __init__(self, *args, formatter_class: type[argparse.HelpFormatter] = HelpFormatter, **kwargs) -> None:
+        super().__init__(*args, formatter_class=formatter_class, **kwargs)
+
+
 def int_at_least(low: int):
     """An argparse ``type`` for integers >= ``low``, with a one-line error otherwise (shared by the verbs)."""
 
@@ -65,7 +90,7 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
     """The ``nfd`` parser. ``verb=None`` registers every verb in full; otherwise only the module of ``verb`` is imported
     and registered, and the other verbs are listed by name and help alone (so ``nfd --help`` and ``nfd VERB`` import
     only what they need)."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="nfd",
         description="Generative models as distributions of functions: data, training, sampling, figures, metrics.",
     )

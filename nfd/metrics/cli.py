@@ -19,19 +19,6 @@ from nfd.errors import NfdError
 SPLIT_CHOICES = ["train", "val", "test", "all"]
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows defaults, except the uninformative ones (required options, off switches)."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default is None or action.default is False or action.required:
-            return action.help
-        return super()._get_help_string(action)
-
-
-def _formatter(prog: str) -> argparse.HelpFormatter:
-    return _HelpFormatter(prog, max_help_position=32)
-
-
 def _positive(v: str) -> int:
     n = int(v)
     if n < 1:
@@ -62,7 +49,6 @@ def register(sub: argparse._SubParsersAction) -> None:
             "Score generated samples against held-out real data. Each METRIC verb writes one JSON record (--out) and "
             "can append it as one line to a .jsonl log (--jsonl). Run 'nfd evaluate METRIC --help' for details."
         ),
-        formatter_class=_formatter,
     )
     vs = p.add_subparsers(dest="evaluate_verb", metavar="METRIC")
     vs.required = True
@@ -75,7 +61,6 @@ def register(sub: argparse._SubParsersAction) -> None:
             "processed MNIST HDF5 file (28 x 28, with /labels) and save it as a weights-only checkpoint. Prints its "
             "test accuracy."
         ),
-        formatter_class=_formatter,
     )
     t.add_argument("--data", required=True, type=Path, metavar="FILE.h5", help="processed MNIST HDF5 (with /labels)")
     t.add_argument(
@@ -97,7 +82,6 @@ def register(sub: argparse._SubParsersAction) -> None:
             "classified with confidence > 0.9, and the spread over the 10 classes (entropy of the predicted-class "
             "histogram / log 10, and the counts). Samples at another resolution are an error (no resizing)."
         ),
-        formatter_class=_formatter,
     )
     m.add_argument("--samples", required=True, type=Path, metavar="FILE.npz", help="samples from 'nfd sample'")
     m.add_argument("--data", required=True, type=Path, metavar="FILE.h5", help="processed MNIST HDF5")
@@ -116,7 +100,6 @@ def register(sub: argparse._SubParsersAction) -> None:
             "failures (reported as num_failed; they cover nothing, match nothing and are misclassified by 1-NNA). "
             "Samples and data may have different grid resolutions (both live on [-1, 1]^3)."
         ),
-        formatter_class=_formatter,
     )
     s.add_argument("--samples", required=True, type=Path, metavar="FILE.npz", help="samples from 'nfd sample'")
     s.add_argument("--data", required=True, type=Path, metavar="FILE.h5", help="processed 3D occupancy HDF5")
@@ -143,7 +126,6 @@ def register(sub: argparse._SubParsersAction) -> None:
             "$NFD_INCEPTION_WEIGHTS, else torch-fidelity's torch hub cache); nothing is downloaded. Otherwise the "
             "record says 'not computed: ...' with fid = null (exit status 0, or 2 with --strict)."
         ),
-        formatter_class=_formatter,
     )
     f.add_argument("--samples", required=True, type=Path, metavar="FILE.npz", help="samples from 'nfd sample'")
     f.add_argument("--data", required=True, type=Path, metavar="FILE.h5", help="processed image HDF5")
@@ -164,7 +146,6 @@ def register(sub: argparse._SubParsersAction) -> None:
             "COV/MMD/1-NNA for 3D occupancy. Writes one TSV row per snapshot (x: step) and, with --jsonl, one JSON "
             "line per evaluation."
         ),
-        formatter_class=_formatter,
     )
     g.add_argument("--run", required=True, type=Path, metavar="DIR", help="training run folder (nfd train --out)")
     g.add_argument("--data", required=True, type=Path, metavar="FILE.h5", help="the processed data set of the run")

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import argparse
 
-from nfd.cli import verb_help
+from nfd.cli import RawHelpFormatter, verb_help
 from nfd.config import PRESETS
 from nfd.errors import NfdError
 from nfd.report.t1 import table_t1
@@ -79,7 +79,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "table",
         help=verb_help(__name__),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=RawHelpFormatter,
         description=(
             "Write one table as FILE.csv and its Markdown twin FILE.md (same stem), both atomically. Each ends with\n"
             "its title and notes on the protocol (CSV: '#' comment rows, read with pandas.read_csv(comment='#')).\n\n"

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from nfd.cli import verb_help
+from nfd.cli import RawHelpFormatter, verb_help
 from nfd.errors import NfdError
 from nfd.io import atomic_path
 
@@ -246,7 +246,7 @@ def run_sweep(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sweep", help=verb_help(__name__),
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=__doc__, formatter_class=RawHelpFormatter)
     p.add_argument("--preset", required=True, help="model preset (nfd train --preset)")
     p.add_argument("--data", required=True, type=Path, help="processed HDF5 file")
     p.add_argument("--out", required=True, type=Path, help="sweep folder: one sub-folder per run, sweep.tsv, sweep.md")

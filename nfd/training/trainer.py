@@ -536,7 +536,7 @@ def _config_help() -> str:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from nfd.cli import int_at_least, verb_help
+    from nfd.cli import RawHelpFormatter, int_at_least, verb_help
     from nfd.config import PRESETS
 
     p = sub.add_parser("train", help=verb_help(__name__),
@@ -546,7 +546,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "(generator-only snapshots every train.keep_every steps) and OUT/model.pt. Data-parallel over "
                                    "N GPUs (or N CPU processes): `torchrun --nproc_per_node=N -m nfd train ...`; the "
                                    "batch is the global batch, split over the processes, and a run resumes with any N.",
-                       epilog=_config_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
+                       epilog=_config_help(), formatter_class=RawHelpFormatter)
     p.add_argument("--preset", required=True, help=f"named preset: {', '.join(PRESETS)}")
     p.add_argument("--data", required=True, help="processed HDF5 file (nfd data prepare ...)")
     p.add_argument("--out", required=True, help="run folder")
