@@ -16,18 +16,6 @@ from nfd.io import atomic_path
 PIPELINE_PRESETS = ("tiny", "demo", "paper")
 """Presets of params.yaml; any config preset name (nfd.config.PRESETS) is accepted as well."""
 
-PRESET_DATA: dict[str, list[tuple[str, int, int]]] = {
-    "mnist": [("mnist", 2, 1)],
-    "celebahq64": [("celebahq64", 2, 3)],
-    "celebahq128": [("celebahq128", 2, 3)],
-    "shapenet_chairs": [("chairs", 3, 1)],
-    "demo_mnist": [("mnist", 2, 1)],
-    "demo_chairs": [("chairs", 3, 1)],
-    "tiny": [("mnist", 2, 1), ("chairs", 3, 1)],
-}
-"""(dataset, coordinate dim d, feature dim k) each config preset is trained on (tiny: both, as in the tiny pipeline)."""
-
-
 
 @dataclass
 class Table:
