@@ -1,5 +1,5 @@
-"""One training step of a preset, built to be timed by ``nfd bench``: its models, optimisers and inputs, the step itself,
-and the FLOPs it does.
+"""One training step of a preset, built to be timed by ``nfd bench``: its models, optimisers and inputs, the step
+itself, and the FLOPs it does.
 
 The step is exactly :func:`nfd.training.trainer.gan_step`, built by the trainer's own functions, on random features
 in [-1, 1] of the preset's data shape (reading the HDF5 file is not timed).

@@ -101,7 +101,8 @@ def time_and_memory(fn: Callable[[], Any], device: torch.device, repeats: int,
     """(median wall time over ``repeats`` runs, peak memory of one run). The memory run comes first and doubles as
     the warm-up, so the timed runs do not include first-call costs. ``reset`` runs before every run, outside the
     measurement (dropping the previous run's gradients there keeps their release out of the memory accounting), which
-    is why the runs are timed by :func:`nfd.report.timing.time_calls` and not by torch's Timer. A step that runs out of memory gives :data:`OUT_OF_MEMORY` for both."""
+    is why the runs are timed by :func:`nfd.report.timing.time_calls` and not by torch's Timer. A step that runs out
+    of memory gives :data:`OUT_OF_MEMORY` for both."""
     reset = reset or (lambda: None)
     reset()
     try:

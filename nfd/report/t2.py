@@ -11,10 +11,10 @@ import torch
 from torch import nn
 
 from nfd.config import PRESETS, preset as config_preset
+from nfd.data.shapes import PRESET_DATA
 from nfd.errors import NfdError
 from nfd.models.conv_baseline import ConvDiscriminator
 from nfd.report.profiling import time_and_memory
-from nfd.data.shapes import PRESET_DATA
 from nfd.report.table import PIPELINE_PRESETS, Table
 
 T2_MODEL = {"tiny": "tiny", "demo": "celebahq64", "paper": "celebahq64"}
