@@ -12,8 +12,6 @@ On a CPU shared with other jobs, ``--threads 1`` gives far steadier numbers than
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
@@ -23,23 +21,12 @@ from nfd.models.discriminators import PointConvDiscriminator
 from nfd.grid import grid_coords
 from nfd.models.neighbours import build_plan, canonical_knn, knn, knn_naive, pool_levels
 from nfd.models.pointconv import PointConv, pointconv_naive
+from nfd.report.timing import time_op
 
 
-def median_time(fn: Callable[[], object], repeat: int, device: torch.device) -> float:
-    """Median wall time of ``fn`` in seconds, after one warm-up call."""
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    fn()
-    sync()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def median_time(fn: Callable[[], object], repeat: int) -> float:
+    """Median wall time of one call of ``fn`` in seconds, over ``repeat`` calls (each after the Timer's warm-up)."""
+    return time_op(fn, repeat).median
 
 
 def row(name: str, fast: float, naive: float | None = None) -> None:
@@ -52,14 +39,14 @@ def bench_knn(device: torch.device, repeat: int, large: bool) -> None:
     for res in (28, 64) if large else (28, 48):
         x = grid_coords(res, 2, device=device)
         backend = "kdtree" if device.type == "cpu" else "torch"
-        fast = median_time(lambda: knn(x, x, 9, backend=backend), repeat, device)
-        naive = median_time(lambda: knn_naive(x, x, 9), repeat, device)
+        fast = median_time(lambda: knn(x, x, 9, backend=backend), repeat)
+        naive = median_time(lambda: knn_naive(x, x, 9), repeat)
         row(f"{backend} vs brute force, N={res * res}", fast, naive)
         if device.type == "cpu":
             row(f"torch cdist+topk (CUDA path on CPU), N={res * res}",
-                median_time(lambda: knn(x, x, 9, backend="torch"), repeat, device))
+                median_time(lambda: knn(x, x, 9, backend="torch"), repeat))
         row(f"canonical ({backend}, lexsorted points), N={res * res}",
-            median_time(lambda: canonical_knn(x, x, 9), repeat, device))
+            median_time(lambda: canonical_knn(x, x, 9), repeat))
 
 
 def bench_plan(device: torch.device, repeat: int, large: bool) -> None:
@@ -67,10 +54,10 @@ def bench_plan(device: torch.device, repeat: int, large: bool) -> None:
     for res, levels in ((28, 3), (64, 4), (128, 5)) if large else ((28, 3), (64, 4)):
         x = grid_coords(res, 2, device=device)
         row(f"build_plan grid {res}x{res}, {levels} levels",
-            median_time(lambda: build_plan(x, pool_levels(levels, 9), keep_fraction=0.25), max(1, repeat // 2), device))
+            median_time(lambda: build_plan(x, pool_levels(levels, 9), keep_fraction=0.25), max(1, repeat // 2)))
     x = grid_coords(32, 3, device=device)[torch.randperm(32 ** 3, device=device)[:4096]]
     row("build_plan chairs 4096 of 32^3, 3 levels",
-        median_time(lambda: build_plan(x, pool_levels(3, 27), keep_fraction=0.125), repeat, device))
+        median_time(lambda: build_plan(x, pool_levels(3, 27), keep_fraction=0.125), repeat))
 
 
 def bench_pointconv(device: torch.device, repeat: int, large: bool) -> None:
@@ -88,8 +75,8 @@ def bench_pointconv(device: torch.device, repeat: int, large: bool) -> None:
             out = pointconv_naive(conv, feats, idx, offsets) if naive else conv(feats, idx, offsets)
             out.square().mean().backward()
 
-        row(f"B={batch} N={len(x)} Cin={cin} Cout={cout}", median_time(lambda: step(False), repeat, device),
-            median_time(lambda: step(True), repeat, device))
+        row(f"B={batch} N={len(x)} Cin={cin} Cout={cout}", median_time(lambda: step(False), repeat),
+            median_time(lambda: step(True), repeat))
 
 
 def bench_shared_forms(device: torch.device, repeat: int, large: bool) -> None:
@@ -115,13 +102,13 @@ def bench_shared_forms(device: torch.device, repeat: int, large: bool) -> None:
             (g,) = torch.autograd.grad(out.square().mean(), feats, create_graph=True)
             (out.square().mean() + g.square().sum()).backward()
 
-        naive = median_time(lambda: step("naive"), max(1, repeat // 2), device)
+        naive = median_time(lambda: step("naive"), max(1, repeat // 2))
         conv.strategy = "auto"
         auto = conv.shared_strategy(batch, 9, level.conv_groups)
         pairs = sum(groups.sizes) / len(groups.sizes)
         for form in ("factored", "weights", "grouped"):
             row(f"N={m} Cin={cin} {len(groups.sizes)} offsets ({pairs:.0f} pairs each) {form}"
-                f"{' (auto)' if form == auto else ''}", median_time(lambda: step(form), repeat, device), naive)
+                f"{' (auto)' if form == auto else ''}", median_time(lambda: step(form), repeat), naive)
         conv.strategy = "auto"
 
 
@@ -133,8 +120,8 @@ def bench_discriminator(device: torch.device, repeat: int, large: bool) -> None:
     x = grid_coords(28, 2, device=device)
     feats = torch.rand(batch, len(x), 1, device=device) * 2 - 1
     plan = D.plan(x)
-    fast = median_time(lambda: D(x, feats, plan=plan).sum().backward(), repeat, device)
-    naive = median_time(lambda: D(x, feats, naive=True).sum().backward(), repeat, device)
+    fast = median_time(lambda: D(x, feats, plan=plan).sum().backward(), repeat)
+    naive = median_time(lambda: D(x, feats, naive=True).sum().backward(), repeat)
     row("cached plan + efficient vs re-planned brute force + naive", fast, naive)
 
 

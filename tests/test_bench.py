@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from nfd.report.bench import DataShape, build_setup, generator_cost, run_step, step_inputs
+from nfd.report.bench_step import DataShape, build_setup, generator_cost, run_step, step_inputs
 from nfd.cli import main
 from nfd.config import resolve
 

@@ -9,4 +9,5 @@ Modules:
   ``mnist``, ``celebahq``, ``shapenet``, ``meshes``   ``nfd data prepare ...``
   ``synth_chairs``  the offline procedural chairs (``nfd data synth-chairs``)
   ``images``        ``load_image`` for the single-image experiment (Fig. 2)
+  ``shapes``        the data each config preset trains on (d, k, resolution), for ``nfd bench`` and the tables
 """

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import statistics
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 
+from nfd.report.timing import sync, time_calls
 
 
 @contextlib.contextmanager
@@ -79,18 +78,13 @@ def peak_bytes(fn: Callable[[], Any], device: torch.device) -> int | str:
     """Peak tensor memory of ``fn`` above the memory allocated before it: ``torch.cuda.max_memory_allocated`` on CUDA,
     :func:`cpu_peak_bytes` on the CPU."""
     if device.type == "cuda":
-        torch.cuda.synchronize(device)
+        sync(device)
         base = torch.cuda.memory_allocated(device)
         torch.cuda.reset_peak_memory_stats(device)
         fn()
-        torch.cuda.synchronize(device)
+        sync(device)
         return int(torch.cuda.max_memory_allocated(device) - base)
     return cpu_peak_bytes(fn)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 OUT_OF_MEMORY = "not measured: out of memory"
@@ -106,8 +100,9 @@ def time_and_memory(fn: Callable[[], Any], device: torch.device, repeats: int,
                     reset: Callable[[], Any] | None = None) -> tuple[float | str, int | str]:
     """(median wall time over ``repeats`` runs, peak memory of one run). The memory run comes first and doubles as
     the warm-up, so the timed runs do not include first-call costs. ``reset`` runs before every run, outside the
-    measurement (dropping the previous run's gradients there keeps their release out of the memory accounting).
-    A step that runs out of memory gives :data:`OUT_OF_MEMORY` for both."""
+    measurement (dropping the previous run's gradients there keeps their release out of the memory accounting), which
+    is why the runs are timed by :func:`nfd.report.timing.time_calls` and not by torch's Timer. A step that runs out
+    of memory gives :data:`OUT_OF_MEMORY` for both."""
     reset = reset or (lambda: None)
     reset()
     try:
@@ -120,13 +115,6 @@ def time_and_memory(fn: Callable[[], Any], device: torch.device, repeats: int,
             raise
         _after_oom(device, reset)
         return OUT_OF_MEMORY, OUT_OF_MEMORY
-    times = []
-    for _ in range(repeats):
-        reset()
-        _sync(device)
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
+    seconds = time_calls(fn, device, repeats, before=reset).median
     reset()
-    return statistics.median(times), mem
+    return seconds, mem

@@ -11,10 +11,11 @@ import torch
 from torch import nn
 
 from nfd.config import PRESETS, preset as config_preset
+from nfd.data.shapes import PRESET_DATA
 from nfd.errors import NfdError
 from nfd.models.conv_baseline import ConvDiscriminator
 from nfd.report.profiling import time_and_memory
-from nfd.report.table import PIPELINE_PRESETS, PRESET_DATA, Table
+from nfd.report.table import PIPELINE_PRESETS, Table
 
 T2_MODEL = {"tiny": "tiny", "demo": "celebahq64", "paper": "celebahq64"}
 """Config preset whose discriminator T2 measures, per pipeline preset (a config preset maps to itself)."""
@@ -123,7 +124,8 @@ def table_t2(preset: str, max_points: int = 65536, repeats: int = 3, batch: int 
     if name not in PRESETS:
         raise NfdError(f"unknown config preset '{name}' for --model (known: {', '.join(sorted(PRESETS))})")
     cfg = config_preset(name)
-    dataset, d, k = PRESET_DATA[name][0]
+    data = PRESET_DATA[name][0]
+    dataset, d, k = data.dataset, data.coord_dim, data.feature_dim
     dcfg = cfg.discriminator
     if dcfg.kind != "pointconv":
         dcfg.kind = "pointconv"

@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from nfd.config import PRESETS, Config, preset as config_preset
-from nfd.report.table import PRESET_DATA, Table
+from nfd.data.shapes import PRESET_DATA
+from nfd.report.table import Table
 
 
 def _count(module: nn.Module) -> int:
@@ -39,7 +40,8 @@ def table_t3(preset: str) -> Table:
     for name in PRESETS:
         cfg = config_preset(name)
         enc = cfg.generator.encoding
-        for dataset, d, k in PRESET_DATA[name]:
+        for data in PRESET_DATA[name]:
+            dataset, d, k = data.dataset, data.coord_dim, data.feature_dim
             G, D = _build_models(cfg, d, k)
             in_dim = 2 * enc.num_frequencies if enc.num_frequencies else d
             shape = G.shape  # type: ignore[attr-defined]

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from nfd.config import PRESETS, Config, EncodingConfig, preset as config_preset
-from nfd.report.table import PRESET_DATA, Table
+from nfd.data.shapes import PRESET_DATA
+from nfd.report.table import Table
 
 SET_DISCRIMINATOR_PRESETS = ("mnist", "demo_mnist", "tiny")
 """Config presets the pipeline also trains with the set discriminator (experiment mnist_setdisc); T4 lists its
@@ -75,7 +76,8 @@ def table_t4(preset: str, num_points: int = 4096) -> Table:
     for name in PRESETS:
         cfg = config_preset(name)
         seed = cfg.train.seed
-        _, d, k = PRESET_DATA[name][0]
+        data = PRESET_DATA[name][0]
+        d, k = data.coord_dim, data.feature_dim
         ec = cfg.generator.encoding
         enc = (FourierFeatures(d, ec.num_frequencies, ec.scale, generator=torch.Generator().manual_seed(seed))
                if ec.num_frequencies else None)

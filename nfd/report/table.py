@@ -3,30 +3,19 @@ made for."""
 
 from __future__ import annotations
 
-import csv
 import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from nfd.errors import NfdError
 from nfd.io import atomic_path
 
 PIPELINE_PRESETS = ("tiny", "demo", "paper")
 """Presets of params.yaml; any config preset name (nfd.config.PRESETS) is accepted as well."""
-
-PRESET_DATA: dict[str, list[tuple[str, int, int]]] = {
-    "mnist": [("mnist", 2, 1)],
-    "celebahq64": [("celebahq64", 2, 3)],
-    "celebahq128": [("celebahq128", 2, 3)],
-    "shapenet_chairs": [("chairs", 3, 1)],
-    "demo_mnist": [("mnist", 2, 1)],
-    "demo_chairs": [("chairs", 3, 1)],
-    "tiny": [("mnist", 2, 1), ("chairs", 3, 1)],
-}
-"""(dataset, coordinate dim d, feature dim k) each config preset is trained on (tiny: both, as in the tiny pipeline)."""
-
 
 
 @dataclass
@@ -43,27 +32,32 @@ class Table:
         """The values of one column, row by row (missing cells are None)."""
         return [r.get(name) for r in self.rows]
 
-    def csv_text(self) -> str:
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(self.columns)
-        for r in self.rows:
-            w.writerow([_csv_cell(r.get(c)) for c in self.columns])
-        buf.write(f"# Table {self.key.upper()}: {_one_line(self.title)}\n")
-        for i, note in enumerate(self.notes, 1):
-            buf.write(f"# Note {i}: {_one_line(note)}\n")
-        return buf.getvalue()
+    def frame(self) -> pd.DataFrame:
+        """The table as one DataFrame, from which both files are written. Object columns keep every cell's Python
+        value (an int stays an int beside a missing cell) until a file formats it."""
+        return pd.DataFrame([[r.get(c) for c in self.columns] for r in self.rows], columns=self.columns,
+                            dtype=object)
 
-    def markdown_text(self) -> str:
-        lines = [f"**Table {self.key.upper()}.** {_one_line(self.title)}", ""]
-        lines.append("| " + " | ".join(_md_escape(c) for c in self.columns) + " |")
-        lines.append("|" + "|".join("---" for _ in self.columns) + "|")
-        for r in self.rows:
-            lines.append("| " + " | ".join(_md_escape(_md_cell(r.get(c))) for c in self.columns) + " |")
-        if self.notes:
-            lines.append("")
-            lines += [f"{i}. {_one_line(n)}" for i, n in enumerate(self.notes, 1)]
-        return "\n".join(lines) + "\n"
+
+def csv_text(table: Table, frame: pd.DataFrame) -> str:
+    """The CSV file: header, data rows, then the title and notes as ``#`` comment rows."""
+    lines = [frame.map(_csv_cell).to_csv(index=False, lineterminator="\n")]
+    lines.append(f"# Table {table.key.upper()}: {_one_line(table.title)}\n")
+    lines += [f"# Note {i}: {_one_line(note)}\n" for i, note in enumerate(table.notes, 1)]
+    return "".join(lines)
+
+
+def markdown_text(table: Table, frame: pd.DataFrame) -> str:
+    """The Markdown twin: the title as a caption, the table, the notes as numbered footnotes."""
+    cells = frame.map(lambda v: _md_escape(_md_cell(v)))
+    lines = [f"**Table {table.key.upper()}.** {_one_line(table.title)}", ""]
+    lines.append("| " + " | ".join(_md_escape(str(c)) for c in frame.columns) + " |")
+    lines.append("|" + "|".join("---" for _ in frame.columns) + "|")
+    lines += ["| " + " | ".join(row) + " |" for row in cells.itertuples(index=False, name=None)]
+    if table.notes:
+        lines.append("")
+        lines += [f"{i}. {_one_line(n)}" for i, n in enumerate(table.notes, 1)]
+    return "\n".join(lines) + "\n"
 
 
 def _one_line(text: str) -> str:
@@ -111,15 +105,17 @@ def write_table(table: Table, out: str | Path) -> tuple[Path, Path]:
     if out.suffix.lower() != ".csv":
         raise NfdError(f"{out}: --out must name a .csv file (the Markdown twin {out.stem}.md is written beside it)")
     md = markdown_path(out)
-    csv_text, md_text = table.csv_text(), table.markdown_text()
+    frame = table.frame()
     with atomic_path(out) as tmp:
-        tmp.write_text(csv_text, encoding="utf-8")
+        tmp.write_text(csv_text(table, frame), encoding="utf-8")
     with atomic_path(md) as tmp:
-        tmp.write_text(md_text, encoding="utf-8")
+        tmp.write_text(markdown_text(table, frame), encoding="utf-8")
     return out, md
 
 
 def read_csv_rows(path: str | Path) -> list[dict[str, str]]:
-    """Read a table CSV back (comment rows skipped): one dict per data row, values as strings."""
-    lines = [ln for ln in Path(path).read_text(encoding="utf-8").splitlines() if not ln.startswith("#")]
-    return list(csv.DictReader(lines))
+    """Read a table CSV back (comment rows skipped): one dict per data row, values as strings. Only whole lines
+    starting with ``#`` are comments (pandas' ``comment="#"`` would also cut a cell that contains one)."""
+    lines = [ln for ln in Path(path).read_text(encoding="utf-8").splitlines(keepends=True) if not ln.startswith("#")]
+    frame = pd.read_csv(io.StringIO("".join(lines)), dtype=str, keep_default_na=False)
+    return frame.to_dict(orient="records")

@@ -11,6 +11,7 @@ saturated (|v| > 0.99) and grey (|v| < 0.9) values in its samples beside the dat
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import platform
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from nfd.cli import RawHelpFormatter, verb_help
 from nfd.errors import NfdError
@@ -186,9 +188,9 @@ def previous_rows(out: Path) -> list[dict[str, str]]:
     path = out / "sweep.tsv"
     if not path.is_file():
         return []
-    lines = path.read_text().splitlines()
-    head = lines[0].split("\t")
-    return [dict(zip(head, line.split("\t"))) for line in lines[1:] if line]
+    # every cell as the text written (no NaN for empty cells, no quote handling: cells never hold a tab)
+    frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, quoting=csv.QUOTE_NONE)
+    return frame.to_dict(orient="records")
 
 
 def write_table(out: Path, runs: list[Run], header: dict[str, Any]) -> None:
