@@ -42,7 +42,7 @@ class HelpFormatter(argparse.HelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
         default = action.default
-        if (not action.option_strings or default is None or default is False or default == [] or action.required
+        if (not action.option_strings or default is None or default is False or default in ([], "") or action.required
                 or default is argparse.SUPPRESS or "default" in text):
             return action.help
         shown = " ".join(map(str, default)) if isinstance(default, list | tuple) else "%(default)s"

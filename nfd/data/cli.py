@@ -162,10 +162,10 @@ def _add_prepare_common(p: argparse.ArgumentParser, source_help: str) -> None:
     p.add_argument("--source", required=True, metavar="PATH_OR_URL", help=source_help)
     p.add_argument("--out", required=True, metavar="FILE.h5", help="output nfd-pointcloud HDF5 (written atomically)")
     p.add_argument(
-        "--split-seed", "--seed", dest="split_seed", type=int, default=0, help="seed of the train/val/test split (0)"
+        "--split-seed", "--seed", dest="split_seed", type=int, default=0, help="seed of the train/val/test split"
     )
-    p.add_argument("--val-frac", type=float, default=0.05, help="fraction of examples in the val split (0.05)")
-    p.add_argument("--test-frac", type=float, default=0.05, help="fraction in the test split (0.05)")
+    p.add_argument("--val-frac", type=float, default=0.05, help="fraction of examples in the val split")
+    p.add_argument("--test-frac", type=float, default=0.05, help="fraction in the test split")
     p.add_argument(
         "--force", action="store_true", help="overwrite --out even if it is not an nfd-pointcloud file"
     )
@@ -185,11 +185,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     dl = sub.add_parser(
         "download",
         help="download a dataset (mnist, shapenet_vox32; celebahq explains where to get it)",
-        description="Download every file of a registry entry into --out (default data/raw/NAME): mirrors tried in "
+        description="Download every file of a registry entry into --out (default: data/raw/NAME): mirrors tried in "
         "order, resumable (HTTP Range), atomic (temp file then rename), size/sha256/md5 verified when known.",
     )
     dl.add_argument("name", nargs="?", metavar="NAME", help="dataset name (see --list)")
-    dl.add_argument("--out", default=None, metavar="DIR", help="target folder (default data/raw/NAME)")
+    dl.add_argument("--out", default=None, metavar="DIR", help="target folder (default: data/raw/NAME)")
     dl.add_argument(
         "--extract", action=argparse.BooleanOptionalAction, default=None, help="safely extract downloaded archives"
     )
@@ -216,17 +216,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "--source is a folder, zip or tar of images; each is centre-cropped to a square and resized "
                         "with Pillow LANCZOS.")
     _add_prepare_common(p, "folder, .zip or .tar(.gz) of images")
-    p.add_argument("--resolution", type=int, default=64, help="output size R (paper: 64 or 128; default 64)")
+    p.add_argument("--resolution", type=int, default=64, help="output size R (paper: 64 or 128)")
     p.add_argument("--skip-bad", action="store_true", help="skip non-image files and undecodable images (reported)")
-    p.add_argument("--workers", type=int, default=1, help="decoding processes (default 1)")
+    p.add_argument("--workers", type=int, default=1, help="decoding processes")
     p.set_defaults(func=_cmd_prepare_celebahq)
 
     p = psub.add_parser("shapenet", help="3D-R2N2 ShapeNetVox32 binvox -> 32^3 occupancy", description="ShapeNet "
                         "voxels in the 3D-R2N2 layout ShapeNetVox32/<synset>/<model_id>/model.binvox: --source is "
                         "ShapeNetVox32.tgz (read without extracting) or the extracted folder. Voxels are x, y (up), z.")
     _add_prepare_common(p, "ShapeNetVox32.tgz (or .tar/.zip) or its extracted folder")
-    p.add_argument("--synset", default="03001627", help="ShapeNet synset id (default 03001627 = chairs)")
-    p.add_argument("--resolution", type=int, default=32, help="expected binvox size (default 32)")
+    p.add_argument("--synset", default="03001627", help="ShapeNet synset id (default: 03001627 = chairs)")
+    p.add_argument("--resolution", type=int, default=32, help="expected binvox size")
     p.add_argument("--skip-bad", action="store_true", help="skip bad binvox files (reported) instead of failing")
     p.set_defaults(func=_cmd_prepare_shapenet)
 
@@ -234,9 +234,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "ise every mesh under --source (solid fill, bounding box fitted to the cube) with trimesh; "
                         "empty/unreadable meshes are skipped and reported, non-watertight ones are reported.")
     _add_prepare_common(p, "folder of meshes (ShapeNetCore-style tree or flat)")
-    p.add_argument("--resolution", type=int, default=32, help="grid size R (default 32)")
-    p.add_argument("--up-axis", choices=("y", "z"), default="y", help="up axis of the source meshes (default y)")
-    p.add_argument("--workers", type=int, default=1, help="voxelising processes (default 1)")
+    p.add_argument("--resolution", type=int, default=32, help="grid size R")
+    p.add_argument("--up-axis", choices=("y", "z"), default="y", help="up axis of the source meshes")
+    p.add_argument("--workers", type=int, default=1, help="voxelising processes")
     p.set_defaults(func=_cmd_prepare_meshes)
 
     sc = sub.add_parser(
@@ -247,7 +247,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "binvox) and DIR/manifest.json. Deterministic by --seed.",
     )
     sc.add_argument("--num", type=int, required=True, help="number of chairs")
-    sc.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
+    sc.add_argument("--seed", type=int, default=0, help="generator seed")
     sc.add_argument("--out", required=True, metavar="DIR", help="output folder")
     sc.add_argument("--no-meshes", action="store_true", help="only write the binvox archive")
     sc.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -305,13 +305,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", default=None, help="YAML file of overrides applied after the preset")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a config key, e.g. batch=32 or points=2048 (repeatable)")
-    p.add_argument("--steps", type=int, default=3, help="timed steps of the fast path (default 3)")
+    p.add_argument("--steps", type=int, default=3, help="timed steps of the fast path")
     p.add_argument("--warmup", type=int, default=1,
-                   help="untimed steps before them (default 1; the first also counts the FLOPs)")
+                   help="untimed steps before them; the first also counts the FLOPs")
     p.add_argument("--naive", action="store_true", help="measure only the naive reference path")
     p.add_argument("--no-naive", action="store_true", help="measure only the fast path (no naive comparison)")
-    p.add_argument("--naive-steps", type=int, default=1, help="timed steps of the naive path (default 1)")
-    p.add_argument("--naive-warmup", type=int, default=1, help="untimed naive steps before them (default 1)")
+    p.add_argument("--naive-steps", type=int, default=1, help="timed steps of the naive path")
+    p.add_argument("--naive-warmup", type=int, default=1, help="untimed naive steps before them")
     p.add_argument("--json", default=None, metavar="FILE", help="write the record (one JSON object) here")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     p.add_argument("--threads", type=int, default=0,
@@ -330,10 +330,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sample", action="store_true",
                    help="time sampling instead: NUM functions on large grids (see --sample-resolution)")
     p.add_argument("--sample-resolution", type=int, action="append", default=None, metavar="R",
-                   help="grid resolution for --sample (repeatable; default 128 and 256 in 3D, 1024 in 2D)")
-    p.add_argument("--num", type=int, default=16, help="functions to sample with --sample (default 16)")
+                   help="grid resolution for --sample, repeatable (default: 128 and 256 in 3D, 1024 in 2D)")
+    p.add_argument("--num", type=int, default=16, help="functions to sample with --sample")
     p.add_argument("--chunk-points", type=int, default=1 << 15,
-                   help="grid points per chunk with --sample (bounds memory; default 32768)")
+                   help="grid points per chunk with --sample; bounds memory")
     p.add_argument("--no-env-tuning", action="store_true",
                    help="run the measuring subprocesses in the environment as the user set it (default: "
                         "OMP_WAIT_POLICY=PASSIVE and THP_MEM_ALLOC_ENABLE=1 unless set: nfd.RUNTIME_ENV)")

@@ -197,5 +197,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output .npz")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--chunk-points", type=int_at_least(1), default=1 << 18,
-                   help="grid points generated and evaluated per chunk (bounds working memory; default 262144)")
+                   help="grid points generated and evaluated per chunk ; bounds working memory")
     p.set_defaults(func=run_sample)

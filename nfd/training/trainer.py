@@ -532,7 +532,7 @@ def run_train(args: argparse.Namespace) -> int:
 def _config_help() -> str:
     rows = describe()
     width = max(len(k) for k, _, _ in rows)
-    return "config keys (--set KEY=VALUE):\n" + "\n".join(f"  {k:<{width}}  {d}  [{v}]" for k, v, d in rows)
+    return "config keys (--set KEY=VALUE):\n" + "\n".join(f"  {k:<{width}}  {d}  (default: {v})" for k, v, d in rows)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
