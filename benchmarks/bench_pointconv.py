@@ -17,8 +17,8 @@ from collections.abc import Callable
 import torch
 
 from nfd.config import preset
-from nfd.models.discriminators import PointConvDiscriminator
 from nfd.grid import grid_coords
+from nfd.models.discriminators import PointConvDiscriminator
 from nfd.models.neighbours import build_plan, canonical_knn, knn, knn_naive, pool_levels
 from nfd.models.pointconv import PointConv, pointconv_naive
 from nfd.report.timing import time_op
@@ -43,21 +43,29 @@ def bench_knn(device: torch.device, repeat: int, large: bool) -> None:
         naive = median_time(lambda: knn_naive(x, x, 9), repeat)
         row(f"{backend} vs brute force, N={res * res}", fast, naive)
         if device.type == "cpu":
-            row(f"torch cdist+topk (CUDA path on CPU), N={res * res}",
-                median_time(lambda: knn(x, x, 9, backend="torch"), repeat))
-        row(f"canonical ({backend}, lexsorted points), N={res * res}",
-            median_time(lambda: canonical_knn(x, x, 9), repeat))
+            row(
+                f"torch cdist+topk (CUDA path on CPU), N={res * res}",
+                median_time(lambda: knn(x, x, 9, backend="torch"), repeat),
+            )
+        row(
+            f"canonical ({backend}, lexsorted points), N={res * res}",
+            median_time(lambda: canonical_knn(x, x, 9), repeat),
+        )
 
 
 def bench_plan(device: torch.device, repeat: int, large: bool) -> None:
     print("== plan building: FPS + kNN for every level (uncached) ==")
     for res, levels in ((28, 3), (64, 4), (128, 5)) if large else ((28, 3), (64, 4)):
         x = grid_coords(res, 2, device=device)
-        row(f"build_plan grid {res}x{res}, {levels} levels",
-            median_time(lambda: build_plan(x, pool_levels(levels, 9), keep_fraction=0.25), max(1, repeat // 2)))
-    x = grid_coords(32, 3, device=device)[torch.randperm(32 ** 3, device=device)[:4096]]
-    row("build_plan chairs 4096 of 32^3, 3 levels",
-        median_time(lambda: build_plan(x, pool_levels(3, 27), keep_fraction=0.125), repeat))
+        row(
+            f"build_plan grid {res}x{res}, {levels} levels",
+            median_time(lambda: build_plan(x, pool_levels(levels, 9), keep_fraction=0.25), max(1, repeat // 2)),
+        )
+    x = grid_coords(32, 3, device=device)[torch.randperm(32**3, device=device)[:4096]]
+    row(
+        "build_plan chairs 4096 of 32^3, 3 levels",
+        median_time(lambda: build_plan(x, pool_levels(3, 27), keep_fraction=0.125), repeat),
+    )
 
 
 def bench_pointconv(device: torch.device, repeat: int, large: bool) -> None:
@@ -75,14 +83,19 @@ def bench_pointconv(device: torch.device, repeat: int, large: bool) -> None:
             out = pointconv_naive(conv, feats, idx, offsets) if naive else conv(feats, idx, offsets)
             out.square().mean().backward()
 
-        row(f"B={batch} N={len(x)} Cin={cin} Cout={cout}", median_time(lambda: step(False), repeat),
-            median_time(lambda: step(True), repeat))
+        row(
+            f"B={batch} N={len(x)} Cin={cin} Cout={cout}",
+            median_time(lambda: step(False), repeat),
+            median_time(lambda: step(True), repeat),
+        )
 
 
 def bench_shared_forms(device: torch.device, repeat: int, large: bool) -> None:
     res, batch = (64, 64) if large else (28, 16)
-    print(f"== PointConv forms per level of the {res}^2 discriminator, B = {batch}: forward, R1-style gradient "
-          "(create_graph) and backward of both ==")
+    print(
+        f"== PointConv forms per level of the {res}^2 discriminator, B = {batch}: forward, R1-style gradient "
+        "(create_graph) and backward of both =="
+    )
     widths = [1, *preset("celebahq64" if large else "mnist").discriminator.channels]
     plan = build_plan(grid_coords(res, 2, device=device), pool_levels(len(widths) - 1, 9), keep_fraction=0.25)
     for level, (cin, cout) in zip(plan.levels, zip(widths, widths[1:])):
@@ -97,8 +110,9 @@ def bench_shared_forms(device: torch.device, repeat: int, large: bool) -> None:
                 out = pointconv_naive(conv, feats, level.conv_idx, level.conv_offsets)
             else:
                 conv.strategy = form
-                out = conv.forward_shared(feats, level.conv_idx, level.conv_offsets, False,
-                                          level.conv_groups).transpose(0, 1)
+                out = conv.forward_shared(
+                    feats, level.conv_idx, level.conv_offsets, False, level.conv_groups
+                ).transpose(0, 1)
             (g,) = torch.autograd.grad(out.square().mean(), feats, create_graph=True)
             (out.square().mean() + g.square().sum()).backward()
 
@@ -107,8 +121,12 @@ def bench_shared_forms(device: torch.device, repeat: int, large: bool) -> None:
         auto = conv.shared_strategy(batch, 9, level.conv_groups)
         pairs = sum(groups.sizes) / len(groups.sizes)
         for form in ("factored", "weights", "grouped"):
-            row(f"N={m} Cin={cin} {len(groups.sizes)} offsets ({pairs:.0f} pairs each) {form}"
-                f"{' (auto)' if form == auto else ''}", median_time(lambda: step(form), repeat), naive)
+            row(
+                f"N={m} Cin={cin} {len(groups.sizes)} offsets ({pairs:.0f} pairs each) {form}"
+                f"{' (auto)' if form == auto else ''}",
+                median_time(lambda: step(form), repeat),
+                naive,
+            )
         conv.strategy = "auto"
 
 

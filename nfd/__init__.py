@@ -15,8 +15,9 @@ RUNTIME_ENV = {
 once by the runtimes, so they act only if nfd is imported before torch (the ``nfd`` command and ``python -m nfd``
 do)."""
 
-ENV_SET_BY_NFD = () if os.environ.get("NFD_RUNTIME_ENV") == "0" else \
-    tuple(k for k in RUNTIME_ENV if k not in os.environ)
+ENV_SET_BY_NFD = (
+    () if os.environ.get("NFD_RUNTIME_ENV") == "0" else tuple(k for k in RUNTIME_ENV if k not in os.environ)
+)
 """The variables of :data:`RUNTIME_ENV` that this import set (the user had not)."""
 
 for _key in ENV_SET_BY_NFD:

@@ -42,8 +42,15 @@ class HelpFormatter(argparse.HelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
         default = action.default
-        if (not action.option_strings or default is None or default is False or default in ([], "") or action.required
-                or default is argparse.SUPPRESS or "default" in text):
+        if (
+            not action.option_strings
+            or default is None
+            or default is False
+            or default in ([], "")
+            or action.required
+            or default is argparse.SUPPRESS
+            or "default" in text
+        ):
             return action.help
         shown = " ".join(map(str, default)) if isinstance(default, list | tuple) else "%(default)s"
         return f"{text} (default: {shown})"
@@ -95,10 +102,22 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
         description="Generative models as distributions of functions: data, training, sampling, figures, metrics.",
     )
     parser.add_argument("--version", action="version", version=f"nfd {__version__}")
-    parser.add_argument("-v", "--verbose", dest="log_verbose", action="count", default=0,
-                        help="log more (-v: progress notes, -vv: debug); before the verb")
-    parser.add_argument("-q", "--quiet", dest="log_quiet", action="count", default=0,
-                        help="log errors only, no progress bars; before the verb")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        dest="log_verbose",
+        action="count",
+        default=0,
+        help="log more (-v: progress notes, -vv: debug); before the verb",
+    )
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        dest="log_quiet",
+        action="count",
+        default=0,
+        help="log errors only, no progress bars; before the verb",
+    )
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
     for name in VERB_MODULES:

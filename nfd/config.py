@@ -48,8 +48,8 @@ class GeneratorConfig:
     """Negative slope of the LeakyReLU used in f_theta and g_phi (0.1 in the authors' released code)."""
     init: str = "pytorch"
     """Initialisation of g_phi: 'pytorch' (PyTorch's default Linear init, as in the authors' released code) or
-    'hyperfan_in' (every layer of f_theta starts with weights scaled to its fan-in; see nfd.models.hypernetwork). Measured on
-    the demo presets: hyperfan-in starts f_theta's tanh saturated and the samples stay near-binary."""
+    'hyperfan_in' (every layer of f_theta starts with weights scaled to its fan-in; see nfd.models.hypernetwork).
+    Measured on the demo presets: hyperfan-in starts f_theta's tanh saturated and the samples stay near-binary."""
     encoding: EncodingConfig = field(default_factory=EncodingConfig)
     """Fourier-feature encoding of the coordinates."""
 
@@ -210,10 +210,10 @@ def _preset_demo_mnist() -> Config:
     setup: R1 on D's logit instead of its sigmoid.
 
     Measured, 1,000 steps, one thread, seed 0 (classifier FD against the test split; real-data floor ~13): R1 on the
-    sigmoid with this initialisation and slope scored FD 340 (an earlier measurement, same setup), on the logit 77 (recognisable digits, grey edges kept: 83% of
-    pixels saturated against the data's 79%); doubling both learning rates 82; a generator EMA (beta 0.995) 89 (it
-    lags a model that is still improving fast: FD fell 506, 226, 142, 77 at steps 250-1000). The multi-seed,
-    multi-thread sweep is in results/benchmarks/sweeps/.
+    sigmoid with this initialisation and slope scored FD 340 (an earlier measurement, same setup), on the logit 77
+    (recognisable digits, grey edges kept: 83% of pixels saturated against the data's 79%); doubling both learning
+    rates 82; a generator EMA (beta 0.995) 89 (it lags a model that is still improving fast: FD fell 506, 226, 142, 77
+    at steps 250-1000). The multi-seed, multi-thread sweep is in results/benchmarks/sweeps/.
     """
     c = _preset_mnist()
     c.name = "demo_mnist"
@@ -248,8 +248,13 @@ def _preset_tiny() -> Config:
     """Seconds per run: for tests and the `tiny` pipeline preset; trains on images and 3D alike."""
     c = Config(name="tiny")
     # hyperfan-in: after a few steps PyTorch's init still gives near-constant functions (no chair surface to mesh)
-    c.generator = GeneratorConfig(latent_dim=8, hidden=[16, 16], hyper_hidden=[32, 32], init="hyperfan_in",
-                                  encoding=EncodingConfig(num_frequencies=8, scale=1.0))
+    c.generator = GeneratorConfig(
+        latent_dim=8,
+        hidden=[16, 16],
+        hyper_hidden=[32, 32],
+        init="hyperfan_in",
+        encoding=EncodingConfig(num_frequencies=8, scale=1.0),
+    )
     c.discriminator.channels = [8, 16]
     c.discriminator.weight_hidden = [8, 8]
     c.discriminator.set_hidden = [32, 32]
@@ -271,8 +276,14 @@ PRESETS = {
 }
 """Named presets: the paper's four experiments (App. A.2) and three CPU-sized ones."""
 
-ALIASES = {"batch": "train.batch_size", "points": "train.num_points", "steps": "train.steps",
-           "seed": "train.seed", "device": "train.device", "threads": "train.threads"}
+ALIASES = {
+    "batch": "train.batch_size",
+    "points": "train.num_points",
+    "steps": "train.steps",
+    "seed": "train.seed",
+    "device": "train.device",
+    "threads": "train.threads",
+}
 """Short names accepted by ``--set`` (e.g. ``--set batch=24``)."""
 
 
@@ -429,8 +440,10 @@ def parse_layers(cfg: DiscriminatorConfig) -> list[tuple[str, int, int]]:
         parts = token.split(":")
         ok = len(parts) in (2, 3) and parts[0] in LAYER_MODES and all(p.isdigit() and int(p) > 0 for p in parts[1:])
         if not ok:
-            raise ConfigError(f"discriminator.layers: bad entry '{token}' (expected MODE:CHANNELS[:NEIGHBOURS] with "
-                              f"MODE in {', '.join(LAYER_MODES)} and positive integers)")
+            raise ConfigError(
+                f"discriminator.layers: bad entry '{token}' (expected MODE:CHANNELS[:NEIGHBOURS] with "
+                f"MODE in {', '.join(LAYER_MODES)} and positive integers)"
+            )
         out.append((parts[0], int(parts[1]), int(parts[2]) if len(parts) == 3 else 0))
     return out
 
@@ -446,12 +459,24 @@ def validate(cfg: Config) -> None:
     if not 0.0 <= cfg.train.ema_beta < 1.0:  # also false for nan
         raise ConfigError(f"train.ema_beta must be in [0, 1), got {cfg.train.ema_beta}")
     tc = cfg.train
-    for key, low in (("batch_size", 1), ("steps", 0), ("num_points", 0), ("checkpoint_every", 1),
-                     ("sample_every", 1), ("keep_every", 0), ("num_fixed_samples", 1), ("num_workers", 0),
-                     ("threads", 0)):
+    for key, low in (
+        ("batch_size", 1),
+        ("steps", 0),
+        ("num_points", 0),
+        ("checkpoint_every", 1),
+        ("sample_every", 1),
+        ("keep_every", 0),
+        ("num_fixed_samples", 1),
+        ("num_workers", 0),
+        ("threads", 0),
+    ):
         if getattr(tc, key) < low:
-            meaning = {"steps": " (0 = derive from train.epochs)", "num_points": " (0 = all points)",
-                       "keep_every": " (0 = keep no snapshots)", "threads": " (0 = torch's default)"}.get(key, "")
+            meaning = {
+                "steps": " (0 = derive from train.epochs)",
+                "num_points": " (0 = all points)",
+                "keep_every": " (0 = keep no snapshots)",
+                "threads": " (0 = torch's default)",
+            }.get(key, "")
             raise ConfigError(f"train.{key} must be >= {low}{meaning}, got {getattr(tc, key)}")
     for key in ("lr_g", "lr_d", "autodecoder_lr_latent", "epochs", "autodecoder_prior_std"):
         value, frozen = getattr(tc, key), key in ("lr_g", "lr_d")  # a zero learning rate freezes that network
@@ -490,8 +515,12 @@ def describe(cls: type = Config, prefix: str = "") -> list[tuple[str, str, str]]
     src = inspect.getsource(cls)
     body = ast.parse(src).body[0].body  # type: ignore[attr-defined]
     for a, b in zip(body, body[1:]):
-        if isinstance(a, ast.AnnAssign) and isinstance(a.target, ast.Name) and isinstance(b, ast.Expr) \
-                and isinstance(b.value, ast.Constant):
+        if (
+            isinstance(a, ast.AnnAssign)
+            and isinstance(a.target, ast.Name)
+            and isinstance(b, ast.Expr)
+            and isinstance(b.value, ast.Constant)
+        ):
             docs[a.target.id] = str(b.value.value)
     rows: list[tuple[str, str, str]] = []
     inst = cls()

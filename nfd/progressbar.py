@@ -14,9 +14,24 @@ from typing import Any
 from tqdm import tqdm
 
 
-def progress_bar(iterable: Iterable[Any] | None = None, *, desc: str, unit: str, total: int | None = None,
-                 enabled: bool = False, **options: Any) -> tqdm:
+def progress_bar(
+    iterable: Iterable[Any] | None = None,
+    *,
+    desc: str,
+    unit: str,
+    total: int | None = None,
+    enabled: bool = False,
+    **options: Any,
+) -> tqdm:
     """A tqdm bar on stderr (``dynamic_ncols``), shown when ``enabled`` and stderr is a terminal; ``options`` go to
     tqdm (e.g. ``unit_scale``)."""
-    return tqdm(iterable, desc=desc, unit=unit, total=total, file=sys.stderr, dynamic_ncols=True,
-                disable=None if enabled else True, **options)
+    return tqdm(
+        iterable,
+        desc=desc,
+        unit=unit,
+        total=total,
+        file=sys.stderr,
+        dynamic_ncols=True,
+        disable=None if enabled else True,
+        **options,
+    )

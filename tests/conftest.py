@@ -11,8 +11,9 @@ import pytest
 from nfd.grid import grid_coords
 
 
-def write_h5(path: Path, features_u8: np.ndarray, grid_shape: tuple[int, ...], labels: np.ndarray | None = None,
-             seed: int = 0) -> Path:
+def write_h5(
+    path: Path, features_u8: np.ndarray, grid_shape: tuple[int, ...], labels: np.ndarray | None = None, seed: int = 0
+) -> Path:
     """Write a processed data set following docs/contracts.md (independently of nfd.data)."""
     e = features_u8.shape[0]
     d = len(grid_shape)
@@ -21,17 +22,31 @@ def write_h5(path: Path, features_u8: np.ndarray, grid_shape: tuple[int, ...], l
     n_test = max(1, e // 10)
     with h5py.File(path, "w") as f:
         f.create_dataset("coords", data=grid_coords(grid_shape[0], d).numpy())
-        f.create_dataset("features", data=features_u8.reshape(e, -1, features_u8.shape[-1]),
-                         chunks=(1, int(np.prod(grid_shape)), features_u8.shape[-1]))
+        f.create_dataset(
+            "features",
+            data=features_u8.reshape(e, -1, features_u8.shape[-1]),
+            chunks=(1, int(np.prod(grid_shape)), features_u8.shape[-1]),
+        )
         if labels is not None:
             f.create_dataset("labels", data=labels.astype(np.int64))
-        f.create_dataset("splits/train", data=np.sort(order[2 * n_test:]))
+        f.create_dataset("splits/train", data=np.sort(order[2 * n_test :]))
         f.create_dataset("splits/val", data=np.sort(order[:n_test]))
-        f.create_dataset("splits/test", data=np.sort(order[n_test:2 * n_test]))
-        f.attrs.update({"format": "nfd-pointcloud", "format_version": 1, "nfd_version": "test", "dataset": "test",
-                        "source": "conftest", "source_sha256": "", "resolution": grid_shape[0],
-                        "grid_shape": list(grid_shape), "coord_dim": d, "feature_dim": features_u8.shape[-1],
-                        "split_seed": seed})
+        f.create_dataset("splits/test", data=np.sort(order[n_test : 2 * n_test]))
+        f.attrs.update(
+            {
+                "format": "nfd-pointcloud",
+                "format_version": 1,
+                "nfd_version": "test",
+                "dataset": "test",
+                "source": "conftest",
+                "source_sha256": "",
+                "resolution": grid_shape[0],
+                "grid_shape": list(grid_shape),
+                "coord_dim": d,
+                "feature_dim": features_u8.shape[-1],
+                "split_seed": seed,
+            }
+        )
     return path
 
 
@@ -48,9 +63,21 @@ def write_contract_h5(path: Path, data: np.ndarray, labels: np.ndarray | None, s
             f.create_dataset("labels", data=np.asarray(labels, dtype=np.int64))
         for name, idx in splits.items():
             f.create_dataset(f"splits/{name}", data=np.asarray(idx, dtype=np.int64))
-        f.attrs.update({"format": "nfd-pointcloud", "format_version": 1, "nfd_version": "test", "dataset": "synthetic",
-                        "source": "tests", "source_sha256": "", "resolution": grid[0], "grid_shape": list(grid),
-                        "coord_dim": len(grid), "feature_dim": k, "split_seed": 0})
+        f.attrs.update(
+            {
+                "format": "nfd-pointcloud",
+                "format_version": 1,
+                "nfd_version": "test",
+                "dataset": "synthetic",
+                "source": "tests",
+                "source_sha256": "",
+                "resolution": grid[0],
+                "grid_shape": list(grid),
+                "coord_dim": len(grid),
+                "feature_dim": k,
+                "split_seed": 0,
+            }
+        )
     return path
 
 
@@ -76,6 +103,6 @@ def voxels_h5(tmp_path: Path) -> Path:
         v = np.zeros((8, 8, 8), np.uint8)
         lo = rng.integers(0, 3, 3)
         hi = lo + rng.integers(3, 6, 3)
-        v[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = 255
+        v[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = 255
         vols.append(v)
     return write_h5(tmp_path / "voxels.h5", np.stack(vols)[..., None], (8, 8, 8))

@@ -7,14 +7,15 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from nfd.models.autodecoder import AutoDecoder
 from nfd.config import EncodingConfig, GeneratorConfig
 from nfd.grid import grid_coords
+from nfd.models.autodecoder import AutoDecoder
 
 
 def _cfg() -> GeneratorConfig:
-    return GeneratorConfig(latent_dim=8, hidden=[16, 16], hyper_hidden=[32, 32],
-                           encoding=EncodingConfig(num_frequencies=8, scale=1.0))
+    return GeneratorConfig(
+        latent_dim=8, hidden=[16, 16], hyper_hidden=[32, 32], encoding=EncodingConfig(num_frequencies=8, scale=1.0)
+    )
 
 
 def test_latents_start_and_sample_from_the_prior() -> None:
@@ -45,7 +46,7 @@ def test_loss_parts_against_manual_formula() -> None:
     total, parts = ad.loss(idx, coords, feats)
     z = ad.latents.weight[idx]
     recon = ((ad(z, coords) - feats) ** 2).mean()
-    prior = sum(z[b].pow(2).sum() / (2 * 0.1 ** 2) for b in range(2)) / 2 / (64 * 3)
+    prior = sum(z[b].pow(2).sum() / (2 * 0.1**2) for b in range(2)) / 2 / (64 * 3)
     assert parts["recon"].item() == pytest.approx(recon.item(), rel=1e-5)
     assert parts["prior"].item() == pytest.approx(prior.item(), rel=1e-5)
     assert total.item() == pytest.approx(recon.item() + prior.item(), rel=1e-5)
@@ -68,8 +69,9 @@ def test_training_reconstructs_four_examples() -> None:
     r, c = coords[:, 0], coords[:, 1]
     feats = torch.stack([torch.sin(3 * r), torch.cos(2 * c), r * c, 0.8 * torch.tanh(4 * (r + c))]).unsqueeze(-1)
     ad = AutoDecoder(4, 2, 1, _cfg(), prior_std=0.01, points_per_example=64)
-    opt = torch.optim.Adam([{"params": ad.decoder.parameters(), "lr": 3e-3},
-                            {"params": ad.latents.parameters(), "lr": 1e-3}])
+    opt = torch.optim.Adam(
+        [{"params": ad.decoder.parameters(), "lr": 3e-3}, {"params": ad.latents.parameters(), "lr": 1e-3}]
+    )
     idx = torch.arange(4)
     first = ad.loss(idx, coords, feats)[1]["recon"].item()
     for _ in range(150):

@@ -8,18 +8,65 @@ import json
 import pytest
 import torch
 
-from nfd.report.bench_step import DataShape, build_setup, generator_cost, run_step, step_inputs
 from nfd.cli import main
 from nfd.config import resolve
+from nfd.report.bench_step import DataShape, build_setup, generator_cost, run_step, step_inputs
 
-STEP_KEYS = {"schema", "kind", "preset", "config", "sets", "device", "device_name", "threads", "torch_version", "cpu",
-             "timestamp", "data", "steps", "warmup", "amp", "compile", "rss_isolated", "mode", "seconds_per_step",
-             "cpu_seconds_per_step", "peak_rss_bytes", "peak_rss_gb", "peak_cuda_bytes", "flops_per_step",
-             "gflops_per_s", "metrics", "env", "fast", "naive", "fast_over_naive", "speedup_over_naive", "reference",
-             "speedup_over_reference", "rss_fraction_of_reference", "step0_max_rel_diff"}
-MODE_KEYS = {"mode", "seconds_per_step", "cpu_seconds_per_step", "flops_per_step", "gflops_per_s", "metrics",
-             "peak_rss_bytes", "peak_rss_gb", "peak_cuda_bytes", "rss_after_build_bytes", "threads", "env", "metrics_step0",
-             "peak_rss_process_bytes", "loadavg_before", "loadavg_after"}
+STEP_KEYS = {
+    "schema",
+    "kind",
+    "preset",
+    "config",
+    "sets",
+    "device",
+    "device_name",
+    "threads",
+    "torch_version",
+    "cpu",
+    "timestamp",
+    "data",
+    "steps",
+    "warmup",
+    "amp",
+    "compile",
+    "rss_isolated",
+    "mode",
+    "seconds_per_step",
+    "cpu_seconds_per_step",
+    "peak_rss_bytes",
+    "peak_rss_gb",
+    "peak_cuda_bytes",
+    "flops_per_step",
+    "gflops_per_s",
+    "metrics",
+    "env",
+    "fast",
+    "naive",
+    "fast_over_naive",
+    "speedup_over_naive",
+    "reference",
+    "speedup_over_reference",
+    "rss_fraction_of_reference",
+    "step0_max_rel_diff",
+}
+MODE_KEYS = {
+    "mode",
+    "seconds_per_step",
+    "cpu_seconds_per_step",
+    "flops_per_step",
+    "gflops_per_s",
+    "metrics",
+    "peak_rss_bytes",
+    "peak_rss_gb",
+    "peak_cuda_bytes",
+    "rss_after_build_bytes",
+    "threads",
+    "env",
+    "metrics_step0",
+    "peak_rss_process_bytes",
+    "loadavg_before",
+    "loadavg_after",
+}
 
 
 @pytest.fixture
@@ -43,9 +90,9 @@ def test_fast_and_naive_steps_agree(float64, case):
     the per-offset form on every level of D (its automatic choice needs larger grids than a test can afford)."""
     sets = ["train.r1_weight=10.0"]
     if case in ("grid2d", "grouped"):
-        shape = DataShape(2, 1, 10)                        # full 10x10 grid: ties everywhere in the neighbour search
+        shape = DataShape(2, 1, 10)  # full 10x10 grid: ties everywhere in the neighbour search
     elif case == "subset3d":
-        shape = DataShape(3, 1, 8)                         # 256 of 512 points, a fresh subset per step
+        shape = DataShape(3, 1, 8)  # 256 of 512 points, a fresh subset per step
         sets.append("points=256")
     else:
         shape = DataShape(2, 3, 12)
@@ -62,7 +109,7 @@ def test_fast_and_naive_steps_agree(float64, case):
         m_naive = run_step(naive, step, naive=True)
         for k in m_fast:
             assert m_fast[k] == pytest.approx(m_naive[k], rel=1e-9, abs=1e-12), (step, k)
-    if case == "grouped":                                   # the grouped form really ran on every level
+    if case == "grouped":  # the grouped form really ran on every level
         assert all(level._groups is not None for level in fast.D.plan(step_inputs(fast, 0)[0]).levels)
     a, b = _state(fast), _state(naive)
     moved = 0
@@ -83,12 +130,12 @@ def test_bf16_autocast_step_tracks_float32():
     for k in m_ref:
         assert m_amp[k] == pytest.approx(m_ref[k], rel=5e-2, abs=2e-2), k
         if k.startswith("loss"):
-            assert m_amp[k] != m_ref[k], k               # bf16 really ran: not bit-identical to float32
+            assert m_amp[k] != m_ref[k], k  # bf16 really ran: not bit-identical to float32
     a, b = _state(ref), _state(amp)
     for k in a:
         assert torch.isfinite(b[k]).all(), k
         assert torch.equal(a[k], before[k]) == torch.equal(b[k], before[k]), k
-        assert b[k].dtype == a[k].dtype, k               # autocast changes compute precision, never the weights'
+        assert b[k].dtype == a[k].dtype, k  # autocast changes compute precision, never the weights'
 
 
 def test_runtime_environment_is_set_unless_the_user_opts_out():
@@ -104,8 +151,9 @@ def test_runtime_environment_is_set_unless_the_user_opts_out():
     base = {k: v for k, v in os.environ.items() if k not in nfd.RUNTIME_ENV and k != "NFD_RUNTIME_ENV"}
 
     def child_env(extra: dict[str, str]) -> dict[str, str | None]:
-        out = subprocess.run([sys.executable, "-c", probe], env={**base, **extra}, capture_output=True, text=True,
-                             check=True).stdout
+        out = subprocess.run(
+            [sys.executable, "-c", probe], env={**base, **extra}, capture_output=True, text=True, check=True
+        ).stdout
         return json.loads(out)
 
     assert child_env({}) == nfd.RUNTIME_ENV
@@ -139,15 +187,42 @@ def test_generator_flops_per_example_do_not_grow_with_batch(naive):
 
 def test_cli_writes_the_documented_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    assert main(["bench", "--preset", "tiny", "--steps", "2", "--warmup", "1", "--naive-steps", "1",
-                 "--naive-warmup", "1", "--set", "batch=4", "--json", str(out), "--in-process"]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--preset",
+                "tiny",
+                "--steps",
+                "2",
+                "--warmup",
+                "1",
+                "--naive-steps",
+                "1",
+                "--naive-warmup",
+                "1",
+                "--set",
+                "batch=4",
+                "--json",
+                str(out),
+                "--in-process",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "fast/naive time ratio" in text and "nfd bench tiny" in text
     rec = json.loads(out.read_text())
     assert STEP_KEYS <= set(rec)
     assert rec["schema"] == "nfd-bench/1" and rec["kind"] == "step" and rec["mode"] == "fast"
-    assert rec["data"] == {"coord_dim": 2, "feature_dim": 1, "resolution": 16, "points_total": 256,
-                           "points_per_step": 256, "batch_size": 4}
+    assert rec["data"] == {
+        "coord_dim": 2,
+        "feature_dim": 1,
+        "resolution": 16,
+        "points_total": 256,
+        "points_per_step": 256,
+        "batch_size": 4,
+    }
     for mode in ("fast", "naive"):
         assert MODE_KEYS <= set(rec[mode]), mode
         assert rec[mode]["flops_per_step"] > 0 and rec[mode]["peak_rss_bytes"] > 0
@@ -162,14 +237,54 @@ def test_cli_writes_the_documented_json(tmp_path, capsys):
 
 def test_cli_subprocess_isolation_and_sample_mode(tmp_path, capsys):
     out = tmp_path / "fast.json"
-    assert main(["bench", "--preset", "tiny", "--steps", "1", "--warmup", "0", "--no-naive", "--no-gen-scaling",
-                 "--set", "batch=2", "--threads", "1", "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--preset",
+                "tiny",
+                "--steps",
+                "1",
+                "--warmup",
+                "0",
+                "--no-naive",
+                "--no-gen-scaling",
+                "--set",
+                "batch=2",
+                "--threads",
+                "1",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rec = json.loads(out.read_text())
     assert rec["rss_isolated"] is True and rec["naive"] is None and rec["fast_over_naive"] is None
     assert rec["threads"] == 1 and rec["env"]["OMP_WAIT_POLICY"]
     out = tmp_path / "sample.json"
-    assert main(["bench", "--preset", "tiny", "--sample", "--sample-resolution", "20", "--sample-resolution", "33",
-                 "--num", "3", "--chunk-points", "100", "--json", str(out), "--in-process"]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--preset",
+                "tiny",
+                "--sample",
+                "--sample-resolution",
+                "20",
+                "--sample-resolution",
+                "33",
+                "--num",
+                "3",
+                "--chunk-points",
+                "100",
+                "--json",
+                str(out),
+                "--in-process",
+            ]
+        )
+        == 0
+    )
     rec = json.loads(out.read_text())
     assert rec["kind"] == "sample" and [r["resolution"] for r in rec["results"]] == [20, 33]
     for r in rec["results"]:

@@ -1,7 +1,7 @@
 import pytest
 import yaml
 
-from nfd.config import ConfigError, describe, from_dict, preset, resolve, to_dict, PRESETS
+from nfd.config import PRESETS, ConfigError, describe, from_dict, preset, resolve, to_dict
 
 
 def test_paper_presets_hold_the_released_setup():
@@ -9,11 +9,15 @@ def test_paper_presets_hold_the_released_setup():
     m, c64, c128, ch = preset("mnist"), preset("celebahq64"), preset("celebahq128"), preset("shapenet_chairs")
     assert (m.generator.encoding.num_frequencies, m.generator.encoding.scale, m.train.batch_size) == (128, 1.0, 128)
     assert m.discriminator.channels == [64, 128, 256]
-    assert (c64.generator.encoding.scale, c64.train.batch_size, c64.discriminator.channels) == (2.0, 64, [64, 128, 256, 512])
+    assert (c64.generator.encoding.scale, c64.train.batch_size, c64.discriminator.channels) == (
+        2.0,
+        64,
+        [64, 128, 256, 512],
+    )
     assert (c128.generator.encoding.scale, c128.train.batch_size) == (3.0, 22)
     assert c128.discriminator.channels == [64, 128, 256, 512, 1024]
-    assert c128.train.epochs == 300 and c128.discriminator.layers[0] == "strided:64"       # released (text: 70)
-    assert ch.generator.encoding.num_frequencies == 0 and ch.train.batch_size == 26        # released (text: 24)
+    assert c128.train.epochs == 300 and c128.discriminator.layers[0] == "strided:64"  # released (text: 70)
+    assert ch.generator.encoding.num_frequencies == 0 and ch.train.batch_size == 26  # released (text: 24)
     assert ch.discriminator.layers == ["conv:32:8", "pool:64", "pool:128", "pool:256"]
     assert (ch.train.lr_g, ch.train.lr_d) == (2e-5, 8e-5)
     for c in (m, c64, c128, ch):
@@ -29,8 +33,17 @@ def test_paper_presets_hold_the_released_setup():
 def test_overrides_yaml_then_set(tmp_path):
     f = tmp_path / "o.yaml"
     f.write_text(yaml.safe_dump({"train": {"lr_g": 3e-4, "batch_size": 7}}))
-    cfg = resolve("mnist", f, ["batch=9", "discriminator.channels=[8,16]", "train.r1_on=logit",
-                               "discriminator.layers=[conv:8:4, pool:16]", "generator.init=hyperfan_in"])
+    cfg = resolve(
+        "mnist",
+        f,
+        [
+            "batch=9",
+            "discriminator.channels=[8,16]",
+            "train.r1_on=logit",
+            "discriminator.layers=[conv:8:4, pool:16]",
+            "generator.init=hyperfan_in",
+        ],
+    )
     assert cfg.train.lr_g == 3e-4 and cfg.train.batch_size == 9
     assert cfg.discriminator.channels == [8, 16] and cfg.train.r1_on == "logit"
     assert cfg.discriminator.layers == ["conv:8:4", "pool:16"] and cfg.generator.init == "hyperfan_in"
@@ -38,15 +51,18 @@ def test_overrides_yaml_then_set(tmp_path):
     assert resolve("shapenet_chairs", None, ["discriminator.layers=[]"]).discriminator.layers == []
 
 
-@pytest.mark.parametrize("sets, msg", [
-    (["train.nope=1"], "unknown config key 'train.nope'"),
-    (["train.batch_size=abc"], "expects an integer"),
-    (["train.r1_on=grad"], "r1_on"),
-    (["novalue"], "key=value"),
-    (["discriminator.layers=[pool:8, 16]"], "list of strings"),
-    (["discriminator.layers=[max:8]"], "discriminator.layers: bad entry 'max:8'"),
-    (["generator.init=xavier"], "generator.init"),
-])
+@pytest.mark.parametrize(
+    "sets, msg",
+    [
+        (["train.nope=1"], "unknown config key 'train.nope'"),
+        (["train.batch_size=abc"], "expects an integer"),
+        (["train.r1_on=grad"], "r1_on"),
+        (["novalue"], "key=value"),
+        (["discriminator.layers=[pool:8, 16]"], "list of strings"),
+        (["discriminator.layers=[max:8]"], "discriminator.layers: bad entry 'max:8'"),
+        (["generator.init=xavier"], "generator.init"),
+    ],
+)
 def test_bad_keys_are_named(sets, msg):
     with pytest.raises(ConfigError, match=msg):
         resolve("tiny", None, sets)

@@ -73,8 +73,6 @@ def test_empty_and_full():
         np.testing.assert_array_equal(read_binvox(encode_binvox(vox)).voxels, vox)
 
 
-
-
 @pytest.mark.parametrize(
     "data, message",
     [

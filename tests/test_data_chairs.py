@@ -98,8 +98,22 @@ def test_synth_chairs_upright_and_varied():
 
 def test_prepare_shapenet_from_synth_tgz_and_folder(tmp_path, chairs_dir):
     out = tmp_path / "chairs.h5"
-    rc = main(["data", "prepare", "shapenet", "--source", str(chairs_dir / "ShapeNetVox32.tgz"), "--out", str(out),
-               "--quiet", "--val-frac", "0", "--test-frac", "0"])
+    rc = main(
+        [
+            "data",
+            "prepare",
+            "shapenet",
+            "--source",
+            str(chairs_dir / "ShapeNetVox32.tgz"),
+            "--out",
+            str(out),
+            "--quiet",
+            "--val-frac",
+            "0",
+            "--test-frac",
+            "0",
+        ]
+    )
     assert rc == 0
     ds = PointCloudDataset(out, split="train", num_points=4096)
     assert len(ds) == 10 and ds.grid_shape == (R, R, R) and ds.coord_dim == 3 and ds.feature_dim == 1
@@ -204,8 +218,24 @@ def test_bad_meshes_skipped_and_reported(tmp_path, capsys):
     open_box = trimesh.Trimesh(open_box.vertices, open_box.faces[2:])  # one side missing: not watertight
     open_box.export(src / "open.ply")
     out = tmp_path / "m.h5"
-    rc = main(["data", "prepare", "meshes", "--source", str(src), "--out", str(out), "--quiet", "--up-axis", "z",
-               "--val-frac", "0", "--test-frac", "0"])
+    rc = main(
+        [
+            "data",
+            "prepare",
+            "meshes",
+            "--source",
+            str(src),
+            "--out",
+            str(out),
+            "--quiet",
+            "--up-axis",
+            "z",
+            "--val-frac",
+            "0",
+            "--test-frac",
+            "0",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 0 and "skipped 2" in err and "empty.obj" in err and "garbage.off" in err and "open.ply" in err
     ds = PointCloudDataset(out, "all")

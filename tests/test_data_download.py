@@ -83,7 +83,7 @@ def test_unsafe_zip_rejected(tmp_path):
     z2 = tmp_path / "link.zip"
     with zipfile.ZipFile(z2, "w") as zf:
         info = zipfile.ZipInfo("esc")
-        info.external_attr = (0o120777 << 16)
+        info.external_attr = 0o120777 << 16
         zf.writestr(info, "../../outside")
     with pytest.raises(ArchiveError, match="symlink to '../../outside' escapes"):
         safe_extract(z2, dest)
@@ -208,8 +208,10 @@ def test_registry_entries():
     assert len(m.files) == 4 and all(len(f.urls) == 2 and f.md5 and f.size for f in m.files)
     assert any("ossci-datasets.s3.amazonaws.com/mnist/" in u for u in m.files[0].urls)
     assert any("storage.googleapis.com/cvdf-datasets/mnist/" in u for u in m.files[0].urls)
-    assert dl.REGISTRY["shapenet_vox32"].files[0].urls == ("http://cvgl.stanford.edu/data2/ShapeNetVox32.tgz",
-                                                           "http://ftp.cs.stanford.edu/cs/cvgl/ShapeNetVox32.tgz")
+    assert dl.REGISTRY["shapenet_vox32"].files[0].urls == (
+        "http://cvgl.stanford.edu/data2/ShapeNetVox32.tgz",
+        "http://ftp.cs.stanford.edu/cs/cvgl/ShapeNetVox32.tgz",
+    )
     assert not dl.REGISTRY["celebahq"].files and "prepare celebahq" in dl.REGISTRY["celebahq"].instructions
 
 

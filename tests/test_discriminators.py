@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from nfd.config import ConfigError, DiscriminatorConfig, preset
-from nfd.models.discriminators import PointConvDiscriminator, SetDiscriminator, build_discriminator
 from nfd.grid import grid_coords
+from nfd.models.discriminators import PointConvDiscriminator, SetDiscriminator, build_discriminator
 
 
 def _small_cfg(**kw: object) -> DiscriminatorConfig:
@@ -39,12 +39,33 @@ def _perturb_bn_stats(model: torch.nn.Module) -> None:
 # paper text (64, 128, 256, conv then pool, 3^d neighbours).
 PAPER_DISCRIMINATORS = {
     "mnist": (28, 2, 1, 0, [("pool", 64, 9), ("pool", 128, 9), ("pool", 256, 9)], [784, 196, 49, 13], 665_793),
-    "celebahq64": (64, 2, 3, 0, [("pool", 64, 9), ("pool", 128, 9), ("pool", 256, 9), ("pool", 512, 9)],
-                   [4096, 1024, 256, 64, 16], 2_771_617),
-    "celebahq128": (128, 2, 3, 0, [("strided", 64, 9), ("pool", 128, 9), ("pool", 256, 9), ("pool", 512, 9),
-                                   ("pool", 1024, 9)], [16384, 4096, 1024, 256, 64, 16], 11_172_481),
-    "shapenet_chairs": (32, 3, 1, 4096, [("conv", 32, 8), ("pool", 64, 27), ("pool", 128, 27), ("pool", 256, 27)],
-                        [4096, 4096, 512, 64, 8], 699_217),
+    "celebahq64": (
+        64,
+        2,
+        3,
+        0,
+        [("pool", 64, 9), ("pool", 128, 9), ("pool", 256, 9), ("pool", 512, 9)],
+        [4096, 1024, 256, 64, 16],
+        2_771_617,
+    ),
+    "celebahq128": (
+        128,
+        2,
+        3,
+        0,
+        [("strided", 64, 9), ("pool", 128, 9), ("pool", 256, 9), ("pool", 512, 9), ("pool", 1024, 9)],
+        [16384, 4096, 1024, 256, 64, 16],
+        11_172_481,
+    ),
+    "shapenet_chairs": (
+        32,
+        3,
+        1,
+        4096,
+        [("conv", 32, 8), ("pool", 64, 27), ("pool", 128, 27), ("pool", 256, 27)],
+        [4096, 4096, 512, 64, 8],
+        699_217,
+    ),
 }
 
 
@@ -134,7 +155,7 @@ def test_per_example_coords_are_planned_per_example() -> None:
     coords = torch.rand(2, 60, 2, generator=g, dtype=torch.float64)
     feats = torch.randn(2, 60, 1, generator=g, dtype=torch.float64)
     batched = D(coords, feats)
-    singles = torch.cat([D(coords[b], feats[b:b + 1]) for b in range(2)])
+    singles = torch.cat([D(coords[b], feats[b : b + 1]) for b in range(2)])
     torch.testing.assert_close(batched, singles)
 
 
@@ -171,7 +192,8 @@ def test_weight_mlps_run_once_per_layer_for_shared_coords() -> None:
     convs = [*D.convs, D.final]
     for i, conv in enumerate(convs):
         conv.weight_net.register_forward_hook(
-            lambda mod, inp, out, i=i: calls.setdefault(i, []).append(inp[0].shape[:-1].numel()))
+            lambda mod, inp, out, i=i: calls.setdefault(i, []).append(inp[0].shape[:-1].numel())
+        )
     D(coords, torch.randn(5, 144, 1, dtype=torch.float64))
     # One call per layer, on the unbatched offsets: 144 and 36 points x 9 neighbours, then 9 points onto 1 query.
     assert calls == {0: [144 * 9], 1: [36 * 9], 2: [9]}

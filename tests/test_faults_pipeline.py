@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from nfd.cli import main
-from nfd.pipeline import CHECK_STAMP, Plan, check_dvc_yaml, load_params
 from nfd.errors import NfdError
+from nfd.pipeline import CHECK_STAMP, Plan, check_dvc_yaml, load_params
 from tests.test_pipeline import BIN, ROOT, _copy, _env, _run
 
 
@@ -39,12 +39,14 @@ def _lock_cmd(work: Path, stage: str) -> str:
 def _set_steps(value):
     def change(p):
         p["presets"]["tiny"]["experiments"]["mnist"]["steps"] = value
+
     return change
 
 
 def _set_iterations(value):
     def change(p):
         p["presets"]["tiny"]["fit_image"]["iterations"] = value
+
     return change
 
 
@@ -59,13 +61,19 @@ def test_dvc_repro_follows_params_edits_or_refuses(tmp_path):
     assert "Data and pipelines are up to date" in _run([dvc, "status", "fit_image-rff"], work).stdout
 
     # valid edits and invalid ones: the check stage (upstream of every stage) refuses in one line; nothing runs
-    cases = [(_set_steps(6), "dvc.yaml is stale for params.yaml (stage changed: train-mnist): "
-                             "run `nfd pipeline dvc-yaml`"),
-             (_set_steps("four"), "params.yaml: invalid config at 'presets/tiny/experiments/mnist/steps': "
-                                  "'four' is not of type 'integer'"),
-             (lambda p: p.update(preset="bogus"), "params.yaml: unknown preset 'bogus' at 'preset'"),
-             (_set_iterations(12), "dvc.yaml is stale for params.yaml (stages changed: fit_image-rff, "
-                                   "fit_image-plain): run `nfd pipeline dvc-yaml`")]
+    cases = [
+        (_set_steps(6), "dvc.yaml is stale for params.yaml (stage changed: train-mnist): run `nfd pipeline dvc-yaml`"),
+        (
+            _set_steps("four"),
+            "params.yaml: invalid config at 'presets/tiny/experiments/mnist/steps': 'four' is not of type 'integer'",
+        ),
+        (lambda p: p.update(preset="bogus"), "params.yaml: unknown preset 'bogus' at 'preset'"),
+        (
+            _set_iterations(12),
+            "dvc.yaml is stale for params.yaml (stages changed: fit_image-rff, "
+            "fit_image-plain): run `nfd pipeline dvc-yaml`",
+        ),
+    ]
     original = (work / "params.yaml").read_text()
     write = ["pipeline", "dvc-yaml", "--params", str(work / "params.yaml"), "--out", str(work / "dvc.yaml")]
     for change, message in cases:
@@ -77,10 +85,10 @@ def test_dvc_repro_follows_params_edits_or_refuses(tmp_path):
         assert len(ours) == 1 and message in ours[0], r.stdout + r.stderr
         assert "Traceback" not in r.stdout + r.stderr
         assert "Running stage 'fit_image-rff'" not in r.stdout
-        assert _lock_cmd(work, "fit_image-rff").endswith("--iterations 10")   # the old run is still what is recorded
+        assert _lock_cmd(work, "fit_image-rff").endswith("--iterations 10")  # the old run is still what is recorded
         assert not (work / CHECK_STAMP).exists()
         status = _run([dvc, "status"], work).stdout
-        assert "up to date" not in status and "check:" in status                # not falsely clean
+        assert "up to date" not in status and "check:" in status  # not falsely clean
         # the invalid edits cannot be written into dvc.yaml either
         if "invalid" in message or "unknown" in message:
             before = (work / "dvc.yaml").read_text()
@@ -127,8 +135,10 @@ def test_snakemake_reads_params_when_it_parses(tmp_path):
     original = (work / "params.yaml").read_text()
     _edit(work, _set_steps(6))
     assert "--steps 6" in _run(snake, work).stdout
-    for change, message in ((_set_steps("four"), "'presets/tiny/experiments/mnist/steps': 'four' is not of type"),
-                            (lambda p: p.update(preset="bogus"), "unknown preset 'bogus' at 'preset'")):
+    for change, message in (
+        (_set_steps("four"), "'presets/tiny/experiments/mnist/steps': 'four' is not of type"),
+        (lambda p: p.update(preset="bogus"), "unknown preset 'bogus' at 'preset'"),
+    ):
         (work / "params.yaml").write_text(original)
         _edit(work, change)
         r = _try(snake, work)
@@ -149,12 +159,18 @@ def _project(tmp_path: Path) -> tuple[Path, Path]:
     return params, dvc_yaml
 
 
-@pytest.mark.parametrize("change, reason", [
-    (lambda p: p.update(preset="demo"), "preset changed: tiny -> demo"),
-    (lambda p: p["presets"]["tiny"]["sample"].update(num=5),
-     "stages added: sample-mnist_autodecoder-r28_n5_s0, sample-mnist_setdisc-r28_n5_s0, sample-mnist-r28_n5_s0 and"),
-    (lambda p: p["presets"]["tiny"].update(classifier_epochs=2), "stage changed: classifier-mnist)"),
-])
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        (lambda p: p.update(preset="demo"), "preset changed: tiny -> demo"),
+        (
+            lambda p: p["presets"]["tiny"]["sample"].update(num=5),
+            "stages added: sample-mnist_autodecoder-r28_n5_s0, sample-mnist_setdisc-r28_n5_s0, "
+            "sample-mnist-r28_n5_s0 and",
+        ),
+        (lambda p: p["presets"]["tiny"].update(classifier_epochs=2), "stage changed: classifier-mnist)"),
+    ],
+)
 def test_check_says_why_dvc_yaml_is_stale(tmp_path, change, reason, capsys):
     params, dvc_yaml = _project(tmp_path)
     stamp = tmp_path / "stamp.txt"
@@ -165,7 +181,7 @@ def test_check_says_why_dvc_yaml_is_stale(tmp_path, change, reason, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and reason in err and err.rstrip().endswith("run `nfd pipeline dvc-yaml`"), err
-    assert not stamp.exists()                                   # an old stamp never vouches for a stale file
+    assert not stamp.exists()  # an old stamp never vouches for a stale file
     assert main(["pipeline", "dvc-yaml", "--params", str(params), "--out", str(dvc_yaml), "--check"]) == 2
     assert main(["pipeline", "dvc-yaml", "--params", str(params), "--out", str(dvc_yaml)]) == 0
     assert main(argv) == 0 and stamp.is_file()

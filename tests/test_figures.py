@@ -15,11 +15,28 @@ def test_sample_columns_and_superresolution(tmp_path):
     a = _npz(tmp_path / "a.npz", (4, 8, 8, 1))
     b = _npz(tmp_path / "b.npz", (4, 32, 32, 1))
     out = tmp_path / "fig8.png"
-    assert main(["figure", "fig8", "--out", str(out), "--label", "t", "--input", f"mnist={a}",
-                 "--input", f"mnist_setdisc={a}"]) == 0
+    assert (
+        main(
+            [
+                "figure",
+                "fig8",
+                "--out",
+                str(out),
+                "--label",
+                "t",
+                "--input",
+                f"mnist={a}",
+                "--input",
+                f"mnist_setdisc={a}",
+            ]
+        )
+        == 0
+    )
     assert Image.open(out).size[0] > Image.open(out).size[1]  # columns side by side
-    assert main(["figure", "fig7", "--out", str(tmp_path / "fig7.png"), "--input", f"low={a}",
-                 "--input", f"high={b}"]) == 0
+    assert (
+        main(["figure", "fig7", "--out", str(tmp_path / "fig7.png"), "--input", f"low={a}", "--input", f"high={b}"])
+        == 0
+    )
 
 
 def test_bad_inputs(tmp_path, capsys):
@@ -73,10 +90,11 @@ def test_fig9_ignores_hidden_temporary_pngs(tmp_path):
     out = tmp_path / "fig9.png"
     assert main(["figure", "fig9", "--out", str(out), "--input", f"renders={renders}"]) == 0
     img = np.asarray(Image.open(out).convert("RGB")).astype(int)
-    assert ((img[..., 2] > 200) & (img[..., 0] < 50)).any()       # the blue renders are there
-    assert not ((img[..., 0] > 200) & (img[..., 1] < 50)).any()    # the hidden red one is not
+    assert ((img[..., 2] > 200) & (img[..., 0] < 50)).any()  # the blue renders are there
+    assert not ((img[..., 0] > 200) & (img[..., 1] < 50)).any()  # the hidden red one is not
 
     from nfd.viz.figures import load_renders
+
     assert len(load_renders(renders)) == 2
 
 
@@ -106,14 +124,18 @@ def test_bad_values_fail_in_one_line(tmp_path, capsys):
     (tmp_path / "zip.npz").write_bytes(b"PK\x03\x04 broken")
     (tmp_path / "fit").mkdir()
     out = tmp_path / "f.png"
-    cases = [(["fig14", "--input", f"mnist={tmp_path / 'none.npz'}"], "no samples"),
-             (["fig14", "--input", f"mnist={tmp_path / 'nan.npz'}"], "not all finite"),
-             (["fig14", "--input", f"mnist={tmp_path / 'zip.npz'}"], "not an nfd samples file"),
-             (["fig14"], "needs its inputs as --input NAME=PATH"),
-             (["fig2", "--input", f"rff={tmp_path / 'fit'}", "--input", f"plain={tmp_path / 'fit'}"],
-              "target.png: cannot read image"),
-             (["fig10", "--input", f"rx={tmp_path / 'fit'}"], "fig10 inputs are named rR"),
-             (["fig14", "--input", f"mnist={a}", "--dpi", "0"], "argument --dpi: expected an integer >= 1, got 0")]
+    cases = [
+        (["fig14", "--input", f"mnist={tmp_path / 'none.npz'}"], "no samples"),
+        (["fig14", "--input", f"mnist={tmp_path / 'nan.npz'}"], "not all finite"),
+        (["fig14", "--input", f"mnist={tmp_path / 'zip.npz'}"], "not an nfd samples file"),
+        (["fig14"], "needs its inputs as --input NAME=PATH"),
+        (
+            ["fig2", "--input", f"rff={tmp_path / 'fit'}", "--input", f"plain={tmp_path / 'fit'}"],
+            "target.png: cannot read image",
+        ),
+        (["fig10", "--input", f"rx={tmp_path / 'fit'}"], "fig10 inputs are named rR"),
+        (["fig14", "--input", f"mnist={a}", "--dpi", "0"], "argument --dpi: expected an integer >= 1, got 0"),
+    ]
     for args, message in cases:
         try:
             rc = main(["figure", *args, "--out", str(out)])

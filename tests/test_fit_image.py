@@ -15,8 +15,9 @@ def test_psnr_analytic():
 
 def test_fourier_features_fit_a_real_photo_better(tmp_path):
     for extra in ([], ["--no-fourier"]):
-        assert main(["fit-image", "astronaut", "--out", str(tmp_path), "--size", "24", "--iterations", "100",
-                     *extra]) == 0
+        assert (
+            main(["fit-image", "astronaut", "--out", str(tmp_path), "--size", "24", "--iterations", "100", *extra]) == 0
+        )
     rff = json.loads((tmp_path / "fourier.json").read_text())["psnr_db"]
     plain = json.loads((tmp_path / "no_fourier.json").read_text())["psnr_db"]
     assert rff > plain + 5.0, (rff, plain)

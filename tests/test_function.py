@@ -65,8 +65,9 @@ def test_shared_coordinates_equal_repeated_coordinates() -> None:
     shape = MLPShape(3, (8,), 1)
     params = torch.randn(5, shape.num_weights)
     x = torch.randn(1, 40, 3)
-    assert torch.allclose(batched_mlp(params, x, shape, SLOPE), batched_mlp(params, x.repeat(5, 1, 1), shape, SLOPE),
-                          atol=1e-6)
+    assert torch.allclose(
+        batched_mlp(params, x, shape, SLOPE), batched_mlp(params, x.repeat(5, 1, 1), shape, SLOPE), atol=1e-6
+    )
 
 
 def test_different_weights_give_different_functions() -> None:

@@ -9,16 +9,21 @@ import torch
 import torch.nn.functional as F
 
 from nfd.config import EncodingConfig, GeneratorConfig, preset
+from nfd.grid import grid_coords
 from nfd.models.encoding import FourierFeatures, IdentityEncoding
 from nfd.models.function import MLPShape
-from nfd.grid import grid_coords
 from nfd.models.hypernetwork import FunctionDistribution, HyperNetwork, hyperfan_in_variances
 
 
 def _tiny(num_frequencies: int = 8) -> GeneratorConfig:
     """A small generator whose initial functions vary over x (hyperfan-in init), so comparisons mean something."""
-    return GeneratorConfig(latent_dim=8, hidden=[16, 16], hyper_hidden=[32, 32], init="hyperfan_in",
-                           encoding=EncodingConfig(num_frequencies=num_frequencies, scale=1.0))
+    return GeneratorConfig(
+        latent_dim=8,
+        hidden=[16, 16],
+        hyper_hidden=[32, 32],
+        init="hyperfan_in",
+        encoding=EncodingConfig(num_frequencies=num_frequencies, scale=1.0),
+    )
 
 
 def _pre_tanh(params: torch.Tensor, x: torch.Tensor, shape: MLPShape, slope: float) -> torch.Tensor:
@@ -27,8 +32,8 @@ def _pre_tanh(params: torch.Tensor, x: torch.Tensor, shape: MLPShape, slope: flo
     for row in params:
         h, pos = x, 0
         for k, (o, i) in enumerate(shape.layer_shapes):
-            W = row[pos:pos + o * i].reshape(o, i)
-            b = row[pos + o * i:pos + o * i + o]
+            W = row[pos : pos + o * i].reshape(o, i)
+            b = row[pos + o * i : pos + o * i + o]
             pos += o * i + o
             h = h @ W.T + b
             if k < len(shape.layer_shapes) - 1:
@@ -51,7 +56,7 @@ def test_paper_models_have_the_paper_sizes() -> None:
 def test_hyperfan_in_variances_by_hand() -> None:
     shape = MLPShape(3, (4,), 2)
     v = hyperfan_in_variances(shape, slope=0.5, in_mean_square=0.25)
-    m1 = (1 + 0.5 ** 2) / 2
+    m1 = (1 + 0.5**2) / 2
     want = [1 / (4 * 0.25)] * 12 + [1 / 4] * 4 + [1 / (5 * m1)] * 8 + [1 / 5] * 2
     assert torch.allclose(v, torch.tensor(want))
 
@@ -66,7 +71,7 @@ def test_generated_weights_have_the_target_variance_per_layer() -> None:
     pos = 0
     for o, i in shape.layer_shapes:
         for n in (o * i, o):
-            got = theta[:, pos:pos + n].pow(2).mean().item()
+            got = theta[:, pos : pos + n].pow(2).mean().item()
             assert got == pytest.approx(target[pos].item(), rel=0.3)
             pos += n
 
@@ -126,7 +131,7 @@ def test_shared_coords_equal_per_example_coords() -> None:
     per = torch.rand(4, 30, 2) * 2 - 1
     y = fd(z, per)
     for b in range(4):
-        assert torch.allclose(y[b], fd(z[b:b + 1], per[b])[0], atol=1e-5)
+        assert torch.allclose(y[b], fd(z[b : b + 1], per[b])[0], atol=1e-5)
 
 
 @pytest.mark.parametrize("shared", [True, False])
@@ -182,6 +187,5 @@ def test_bad_coords_are_rejected() -> None:
 def test_unit_pre_activation_target_is_consistent_with_leaky_mean_square() -> None:
     """E[leaky(u)^2] = (1 + a^2) / 2 for u ~ N(0, 1), the mean square the init assumes for hidden layers."""
     u = torch.randn(1_000_000, generator=torch.Generator().manual_seed(0))
-    assert F.leaky_relu(u, 0.2).pow(2).mean().item() == pytest.approx((1 + 0.2 ** 2) / 2, rel=0.01)
-    assert math.isclose(hyperfan_in_variances(MLPShape(1, (4,), 1), 0.2, 1.0)[-2].item(),
-                        1 / (5 * 0.52), rel_tol=1e-6)
+    assert F.leaky_relu(u, 0.2).pow(2).mean().item() == pytest.approx((1 + 0.2**2) / 2, rel=0.01)
+    assert math.isclose(hyperfan_in_variances(MLPShape(1, (4,), 1), 0.2, 1.0)[-2].item(), 1 / (5 * 0.52), rel_tol=1e-6)

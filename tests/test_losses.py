@@ -22,8 +22,10 @@ def test_losses_at_zero_logits() -> None:
 
 def test_losses_against_closed_form() -> None:
     real, fake = [1.0, -2.0, 0.5], [0.3, 3.0]
-    want_d = sum(-math.log(1 / (1 + math.exp(-r))) for r in real) / 3 \
+    want_d = (
+        sum(-math.log(1 / (1 + math.exp(-r))) for r in real) / 3
         + sum(-math.log(1 - 1 / (1 + math.exp(-f))) for f in fake) / 2
+    )
     want_g = sum(_softplus(-f) for f in fake) / 2
     assert d_loss(torch.tensor(real), torch.tensor(fake)).item() == pytest.approx(want_d, rel=1e-6)
     assert g_loss(torch.tensor(fake)).item() == pytest.approx(want_g, rel=1e-6)
@@ -69,7 +71,7 @@ def test_r1_equals_a_per_example_autograd_loop() -> None:
     r1 = r1_penalty(disc(x, feats), feats, create_graph=False)
     manual = []
     for b in range(B):
-        J = torch.autograd.functional.jacobian(lambda yb: disc(x[b], yb), y[b])
+        J = torch.autograd.functional.jacobian(lambda yb, b=b: disc(x[b], yb), y[b])
         manual.append(0.5 * J.pow(2).sum())
     assert r1.item() == pytest.approx(torch.stack(manual).mean().item(), rel=1e-5)
     assert r1.item() > 0

@@ -10,8 +10,15 @@ import trimesh
 
 from nfd.cli import main
 from nfd.errors import NfdError
-from nfd.viz.mesh import (SMOOTH_ITERATIONS, EmptySurfaceError, export_meshes, extract_mesh, point_to_surface_distance,
-                      smooth_mesh, surface_chamfer)
+from nfd.viz.mesh import (
+    SMOOTH_ITERATIONS,
+    EmptySurfaceError,
+    export_meshes,
+    extract_mesh,
+    point_to_surface_distance,
+    smooth_mesh,
+    surface_chamfer,
+)
 
 RADIUS = 0.6
 
@@ -82,11 +89,11 @@ def test_smoothing_a_voxelised_sphere_removes_terraces_and_keeps_the_shape(res):
 
     assert np.array_equal(smooth.faces, raw.faces) and smooth.is_watertight
     r_raw, r_smooth = (np.linalg.norm(m.vertices, axis=1) for m in (raw, smooth))
-    assert r_smooth.std() < 0.7 * r_raw.std()                                  # terraces: spread of radii down
+    assert r_smooth.std() < 0.7 * r_raw.std()  # terraces: spread of radii down
     assert np.abs(r_smooth - RADIUS).mean() < 0.7 * np.abs(r_raw - RADIUS).mean()
-    assert _normal_deviation_deg(smooth) < 0.6 * _normal_deviation_deg(raw)      # normals closer to the analytic ones
-    assert surface_chamfer(smooth, raw) < 0.25 * voxel                           # the shape stays where it was
-    assert smooth.volume == pytest.approx(raw.volume, rel=0.01)                  # Taubin does not shrink it
+    assert _normal_deviation_deg(smooth) < 0.6 * _normal_deviation_deg(raw)  # normals closer to the analytic ones
+    assert surface_chamfer(smooth, raw) < 0.25 * voxel  # the shape stays where it was
+    assert smooth.volume == pytest.approx(raw.volume, rel=0.01)  # Taubin does not shrink it
     assert smooth.volume == pytest.approx(4 / 3 * np.pi * RADIUS**3, rel=0.04)
 
 
@@ -167,7 +174,9 @@ def test_empty_volume_raises(fill):
     assert issubclass(EmptySurfaceError, NfdError)
 
 
-@pytest.mark.parametrize("bad", [np.zeros((8, 8)), np.zeros((8, 8, 8, 2)), np.full((8, 8, 8), np.nan), np.zeros((1, 8, 8))])
+@pytest.mark.parametrize(
+    "bad", [np.zeros((8, 8)), np.zeros((8, 8, 8, 2)), np.full((8, 8, 8), np.nan), np.zeros((1, 8, 8))]
+)
 def test_bad_volume_raises(bad):
     with pytest.raises(NfdError):
         extract_mesh(bad)
@@ -178,8 +187,16 @@ def _write_samples(path, res=24, coord_dim=3):
     box = np.where(_box_field(res, (-0.5, 0.2, -0.5), (0.5, 0.8, 0.5)) > 0, 1.0, -1.0)
     empty = np.full((res, res, res), -1.0)
     feats = np.stack([sphere, empty, box])[..., None].astype(np.float32)
-    np.savez(path, features=feats, latents=np.zeros((3, 4), np.float32), resolution=res, coord_dim=coord_dim,
-             feature_dim=1, seed=7, preset="test")
+    np.savez(
+        path,
+        features=feats,
+        latents=np.zeros((3, 4), np.float32),
+        resolution=res,
+        coord_dim=coord_dim,
+        feature_dim=1,
+        seed=7,
+        preset="test",
+    )
 
 
 @pytest.mark.parametrize("fmt", ["ply", "obj"])
@@ -289,16 +306,24 @@ def test_cli_mesh_into_a_reused_folder_keeps_nothing_of_the_earlier_run(tmp_path
     is empty: its old mesh must not survive to be rendered in that slot."""
     out = tmp_path / "m"
     full = tmp_path / "full.npz"
-    np.savez(full, features=np.stack([np.clip(_sphere_sdf(24, 0.5) * 10, -1, 1)] * 3)[..., None].astype(np.float32),
-             coord_dim=3)
+    np.savez(
+        full,
+        features=np.stack([np.clip(_sphere_sdf(24, 0.5) * 10, -1, 1)] * 3)[..., None].astype(np.float32),
+        coord_dim=3,
+    )
     assert main(["mesh", "--samples", str(full), "--out", str(out), "--smooth-iterations", "0"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["sample_000.ply", "sample_001.ply", "sample_002.ply",
-                                                     "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "sample_000.ply",
+        "sample_001.ply",
+        "sample_002.ply",
+        "summary.json",
+    ]
     capsys.readouterr()
     samples = tmp_path / "samples.npz"
     _write_samples(samples)  # sample 1 is empty
-    assert main(["mesh", "--samples", str(samples), "--out", str(out), "--format", "obj",
-                 "--smooth-iterations", "0"]) == 0
+    assert (
+        main(["mesh", "--samples", str(samples), "--out", str(out), "--format", "obj", "--smooth-iterations", "0"]) == 0
+    )
     assert sorted(p.name for p in out.iterdir()) == ["sample_000.obj", "sample_002.obj", "summary.json"]
     assert "first removed 4 file(s) of an earlier run" in capsys.readouterr().out
     assert json.loads((out / "summary.json").read_text())["empty"] == [1]

@@ -40,8 +40,9 @@ def digits_h5(tmp_path_factory) -> Path:
     x, y = synthetic_digits(500)
     idx = np.random.default_rng(1).permutation(500)
     path = tmp_path_factory.mktemp("digits") / "digits.h5"
-    return write_contract_h5(path, x, y, {"train": np.sort(idx[:400]), "val": np.sort(idx[400:450]),
-                                          "test": np.sort(idx[450:])})
+    return write_contract_h5(
+        path, x, y, {"train": np.sort(idx[:400]), "val": np.sort(idx[400:450]), "test": np.sort(idx[450:])}
+    )
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,16 @@ from tests.conftest import write_contract_h5
 
 def write_samples(path: Path, features: np.ndarray) -> Path:
     num = features.shape[0]
-    np.savez(path, features=features.astype(np.float32), latents=np.zeros((num, 4), np.float32),
-             resolution=features.shape[1], coord_dim=features.ndim - 2, feature_dim=features.shape[-1], seed=0,
-             preset="test")
+    np.savez(
+        path,
+        features=features.astype(np.float32),
+        latents=np.zeros((num, 4), np.float32),
+        resolution=features.shape[1],
+        coord_dim=features.ndim - 2,
+        feature_dim=features.shape[-1],
+        seed=0,
+        preset="test",
+    )
     return path
 
 
@@ -55,15 +62,23 @@ def cli(monkeypatch, capsys):
 @pytest.fixture(scope="module")
 def mnist_h5(tmp_path_factory) -> Path:
     x, y = digits(300, seed=0)
-    return write_contract_h5(tmp_path_factory.mktemp("mnist") / "mnist.h5", x, y,
-                             {"train": np.arange(0, 240), "val": np.arange(240, 260), "test": np.arange(260, 300)})
+    return write_contract_h5(
+        tmp_path_factory.mktemp("mnist") / "mnist.h5",
+        x,
+        y,
+        {"train": np.arange(0, 240), "val": np.arange(240, 260), "test": np.arange(260, 300)},
+    )
 
 
 @pytest.fixture(scope="module")
 def chairs_h5(tmp_path_factory) -> Path:
     radii = np.random.default_rng(0).uniform(0.3, 0.9, 20)
-    return write_contract_h5(tmp_path_factory.mktemp("chairs") / "chairs.h5", balls(radii), None,
-                             {"train": np.arange(0, 12), "val": np.arange(12, 14), "test": np.arange(14, 20)})
+    return write_contract_h5(
+        tmp_path_factory.mktemp("chairs") / "chairs.h5",
+        balls(radii),
+        None,
+        {"train": np.arange(0, 12), "val": np.arange(12, 14), "test": np.arange(14, 20)},
+    )
 
 
 @pytest.mark.parametrize("verb", ["train-classifier", "mnist", "shapes", "fid", "progress"])
@@ -75,10 +90,12 @@ def test_help(cli, verb) -> None:
 
 def test_help_texts_name_the_options(monkeypatch, capsys) -> None:
     monkeypatch.setattr(nfd.cli, "VERB_MODULES", ["nfd.metrics.cli"])
-    for verb, options in {"train-classifier": ["--data", "--out", "--epochs", "--seed"],
-                          "mnist": ["--samples", "--data", "--classifier", "--out", "--jsonl"],
-                          "shapes": ["--samples", "--data", "--num-ref", "--points", "--out", "--jsonl"],
-                          "fid": ["--samples", "--data", "--out", "--weights"]}.items():
+    for verb, options in {
+        "train-classifier": ["--data", "--out", "--epochs", "--seed"],
+        "mnist": ["--samples", "--data", "--classifier", "--out", "--jsonl"],
+        "shapes": ["--samples", "--data", "--num-ref", "--points", "--out", "--jsonl"],
+        "fid": ["--samples", "--data", "--out", "--weights"],
+    }.items():
         with pytest.raises(SystemExit):
             nfd.cli.main(["evaluate", verb, "--help"])
         text = capsys.readouterr().out
@@ -98,8 +115,20 @@ def test_train_classifier_and_mnist(cli, mnist_h5, tmp_path) -> None:
     samples = write_samples(tmp_path / "s.npz", digits(60, seed=5)[0])
     log = tmp_path / "logs" / "metrics.jsonl"
     for i in range(2):
-        code, out, err = cli("evaluate", "mnist", "--samples", samples, "--data", mnist_h5, "--classifier", clf,
-                             "--out", tmp_path / f"m{i}.json", "--jsonl", log)
+        code, out, err = cli(
+            "evaluate",
+            "mnist",
+            "--samples",
+            samples,
+            "--data",
+            mnist_h5,
+            "--classifier",
+            clf,
+            "--out",
+            tmp_path / f"m{i}.json",
+            "--jsonl",
+            log,
+        )
         assert code == 0, err
     rec = json.loads((tmp_path / "m0.json").read_text())
     assert rec["metric"] == "classifier_fd" and rec["status"] == "computed"
@@ -115,8 +144,18 @@ def test_train_classifier_and_mnist(cli, mnist_h5, tmp_path) -> None:
 def test_mnist_rejects_other_resolution(cli, mnist_h5, tmp_path) -> None:
     samples = write_samples(tmp_path / "s32.npz", np.zeros((4, 32, 32, 1)))
     out = tmp_path / "m.json"
-    code, _, err = cli("evaluate", "mnist", "--samples", samples, "--data", mnist_h5, "--classifier",
-                       tmp_path / "none.pt", "--out", out)
+    code, _, err = cli(
+        "evaluate",
+        "mnist",
+        "--samples",
+        samples,
+        "--data",
+        mnist_h5,
+        "--classifier",
+        tmp_path / "none.pt",
+        "--out",
+        out,
+    )
     assert code == 2 and not out.exists()
     assert err.count("\n") == 1 and "resolution 32" in err and "28 x 28" in err
 
@@ -125,8 +164,9 @@ def test_shapes_end_to_end_with_a_failure(cli, chairs_h5, tmp_path) -> None:
     vols = np.concatenate([balls([0.4, 0.5, 0.6, 0.7, 0.8]), -np.ones((1, 16, 16, 16, 1), np.float32)])
     samples = write_samples(tmp_path / "s.npz", vols)
     out, log = tmp_path / "shapes.json", tmp_path / "m.jsonl"
-    code, stdout, err = cli("evaluate", "shapes", "--samples", samples, "--data", chairs_h5, "--points", "256",
-                            "--out", out, "--jsonl", log)
+    code, stdout, err = cli(
+        "evaluate", "shapes", "--samples", samples, "--data", chairs_h5, "--points", "256", "--out", out, "--jsonl", log
+    )
     assert code == 0, err
     rec = json.loads(out.read_text())
     assert rec["metric"] == "shapes3d"
@@ -137,8 +177,20 @@ def test_shapes_end_to_end_with_a_failure(cli, chairs_h5, tmp_path) -> None:
     assert rec["context"]["ref_indices"] == [14, 15, 16, 17, 18, 19]
     assert json.loads(log.read_text()) == rec
     # a seeded subset of the references, and the same samples scored again give the same numbers
-    code, _, err = cli("evaluate", "shapes", "--samples", samples, "--data", chairs_h5, "--points", "256",
-                       "--num-ref", "3", "--out", tmp_path / "sub.json")
+    code, _, err = cli(
+        "evaluate",
+        "shapes",
+        "--samples",
+        samples,
+        "--data",
+        chairs_h5,
+        "--points",
+        "256",
+        "--num-ref",
+        "3",
+        "--out",
+        tmp_path / "sub.json",
+    )
     assert code == 0, err
     sub = json.loads((tmp_path / "sub.json").read_text())
     assert sub["protocol"]["num_references"] == 3 and len(sub["context"]["ref_indices"]) == 3
@@ -179,8 +231,9 @@ def test_fid_not_computed_record_and_strict(cli, mnist_h5, tmp_path, monkeypatch
     assert rec["message"] == f"not computed: Inception weights not found at {weights}"
     assert rec["message"] in err
     strict = tmp_path / "strict.json"
-    code, _, err = cli("evaluate", "fid", "--samples", samples, "--data", mnist_h5, "--weights", weights, "--out",
-                       strict, "--strict")
+    code, _, err = cli(
+        "evaluate", "fid", "--samples", samples, "--data", mnist_h5, "--weights", weights, "--out", strict, "--strict"
+    )
     assert code == 2 and not strict.exists()
     assert f"not computed: Inception weights not found at {weights}" in err
     vol = write_samples(tmp_path / "vol.npz", balls([0.5]))
@@ -192,28 +245,62 @@ def test_progress_scores_every_snapshot_like_evaluate_mnist(cli, mnist_h5, tmp_p
     """One row per kept snapshot; the last row equals `nfd evaluate mnist` on `nfd sample` of model.pt (seed 1)."""
     monkeypatch.setattr(nfd.cli, "VERB_MODULES", ["nfd.metrics.cli", "nfd.training.trainer", "nfd.sampling.sample"])
     run = tmp_path / "run"
-    code, _, _ = cli("train", "--preset", "tiny", "--data", mnist_h5, "--out", run, "--steps", "5", "--quiet",
-                     "--set", "train.keep_every=2")
+    code, _, _ = cli(
+        "train",
+        "--preset",
+        "tiny",
+        "--data",
+        mnist_h5,
+        "--out",
+        run,
+        "--steps",
+        "5",
+        "--quiet",
+        "--set",
+        "train.keep_every=2",
+    )
     assert code == 0
     assert sorted(p.name for p in (run / "snapshots").iterdir()) == ["step_0000002.pt", "step_0000004.pt"]
     clf = tmp_path / "clf.pt"
     assert cli("evaluate", "train-classifier", "--data", mnist_h5, "--out", clf, "--epochs", "1")[0] == 0
     tsv, jsonl = tmp_path / "progress.tsv", tmp_path / "progress.jsonl"
-    code, out, _ = cli("evaluate", "progress", "--run", run, "--data", mnist_h5, "--classifier", clf,
-                       "--num-samples", "20", "--out", tsv, "--jsonl", jsonl)
+    code, out, _ = cli(
+        "evaluate",
+        "progress",
+        "--run",
+        run,
+        "--data",
+        mnist_h5,
+        "--classifier",
+        clf,
+        "--num-samples",
+        "20",
+        "--out",
+        tsv,
+        "--jsonl",
+        jsonl,
+    )
     assert code == 0, out
     lines = tsv.read_text().splitlines()
     assert lines[0].split("\t") == ["step", "classifier_fd", "confident_share", "class_entropy", "seconds"]
     rows = [dict(zip(lines[0].split("\t"), line.split("\t"))) for line in lines[1:]]
-    assert [int(r["step"]) for r in rows] == [2, 4, 5]          # snapshots, then the final model (step 5)
+    assert [int(r["step"]) for r in rows] == [2, 4, 5]  # snapshots, then the final model (step 5)
     records = [json.loads(line) for line in jsonl.read_text().splitlines()]
     assert [r["context"]["step"] for r in records] == [2, 4, 5]
 
     npz = tmp_path / "s.npz"
-    assert cli("sample", "--checkpoint", run / "model.pt", "--num", "20", "--resolution", "28", "--seed", "1",
-               "--out", npz)[0] == 0
-    assert cli("evaluate", "mnist", "--samples", npz, "--data", mnist_h5, "--classifier", clf,
-               "--out", tmp_path / "m.json")[0] == 0
+    assert (
+        cli(
+            "sample", "--checkpoint", run / "model.pt", "--num", "20", "--resolution", "28", "--seed", "1", "--out", npz
+        )[0]
+        == 0
+    )
+    assert (
+        cli(
+            "evaluate", "mnist", "--samples", npz, "--data", mnist_h5, "--classifier", clf, "--out", tmp_path / "m.json"
+        )[0]
+        == 0
+    )
     direct = json.loads((tmp_path / "m.json").read_text())["results"]["classifier_fd"]
     assert float(rows[-1]["classifier_fd"]) == pytest.approx(direct, rel=1e-4)
 

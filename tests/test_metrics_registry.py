@@ -42,4 +42,3 @@ def test_register_evaluate_and_log(tmp_path, monkeypatch) -> None:
     registry.write_json(out, rec)
     assert json.loads(out.read_text()) == rec
     assert [p.name for p in out.parent.iterdir()] == ["m.json"]  # no temporary file left
-

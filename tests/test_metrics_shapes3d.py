@@ -44,9 +44,7 @@ def test_chamfer_matrix_equals_naive_with_failures() -> None:
     rng = np.random.default_rng(1)
     sets = [rng.normal(size=(40 + 7 * i, 3)) * (1 + 0.2 * i) for i in range(5)]
     sets.insert(2, None)
-    naive = np.array(
-        [[chamfer_naive(x, y) if x is not None and y is not None else np.inf for y in sets] for x in sets]
-    )
+    naive = np.array([[chamfer_naive(x, y) if x is not None and y is not None else np.inf for y in sets] for x in sets])
     sym = chamfer_matrix(sets, workers=1)
     ok = [0, 1, 3, 4, 5]
     np.testing.assert_allclose(sym[np.ix_(ok, ok)], naive[np.ix_(ok, ok)], rtol=1e-12, atol=1e-12)

@@ -7,17 +7,20 @@ import math
 import pytest
 import torch
 
-from nfd.models import neighbours as nb
 from nfd.grid import grid_coords
-from nfd.models.neighbours import PlanCache, build_plan, pool_levels, canonical_knn, knn, knn_naive, select_queries
+from nfd.models import neighbours as nb
+from nfd.models.neighbours import PlanCache, build_plan, canonical_knn, knn, knn_naive, pool_levels, select_queries
 
 P_VALUES = [1.0, 2.0, math.inf, 3.0]
 
 
 def _dist(query: torch.Tensor, points: torch.Tensor, idx: torch.Tensor, p: float) -> torch.Tensor:
     """l_p distance from each query to each of its returned neighbours, computed independently of the backends."""
-    nbrs = torch.gather(points.unsqueeze(-3).expand(*idx.shape[:-1], *points.shape[-2:]), -2,
-                        idx.unsqueeze(-1).expand(*idx.shape, points.shape[-1]))
+    nbrs = torch.gather(
+        points.unsqueeze(-3).expand(*idx.shape[:-1], *points.shape[-2:]),
+        -2,
+        idx.unsqueeze(-1).expand(*idx.shape, points.shape[-1]),
+    )
     diff = (nbrs - query.unsqueeze(-2)).abs()
     return diff.amax(-1) if math.isinf(p) else diff.pow(p).sum(-1).pow(1 / p)
 
@@ -39,8 +42,8 @@ def test_knn_matches_brute_force_random(backend: str, p: float) -> None:
     for d in (2, 3):
         points = torch.rand(300, d, generator=g, dtype=torch.float64) * 2 - 1
         query = torch.rand(70, d, generator=g, dtype=torch.float64) * 2 - 1
-        _check_against_naive(query, points, 3 ** d, p, backend)
-        _check_against_naive(points, points, 3 ** d, p, backend)
+        _check_against_naive(query, points, 3**d, p, backend)
+        _check_against_naive(points, points, 3**d, p, backend)
 
 
 @pytest.mark.parametrize("backend", ["kdtree", "torch"])
@@ -88,8 +91,12 @@ def _fps_coords(points: torch.Tensor, m: int, p: float = 2.0) -> torch.Tensor:
 @pytest.mark.parametrize("p", [1.0, 2.0, math.inf])
 def test_fps_permutation_invariant(p: float) -> None:
     g = torch.Generator().manual_seed(4)
-    for points, m in [(torch.rand(400, 2, generator=g), 100), (grid_coords(12, 2), 36), (grid_coords(6, 3), 27),
-                      (grid_coords(28, 2), 196)]:
+    for points, m in [
+        (torch.rand(400, 2, generator=g), 100),
+        (grid_coords(12, 2), 36),
+        (grid_coords(6, 3), 27),
+        (grid_coords(28, 2), 196),
+    ]:
         ref = _fps_coords(points, m, p)
         for _ in range(2):
             perm = torch.randperm(len(points), generator=g)

@@ -18,8 +18,16 @@ from nfd.pipeline import CHECK_CMD, CHECK_STAMP, REPORT, REPORT_CMD, Plan, load_
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-PIPELINE_FILES = ["Snakefile", "workflow", "params.yaml", "profiles", "dvc.yaml", ".dvc/config", ".dvcignore",
-                  "nfd/schemas/config.schema.yaml"]  # the check stage depends on the schema (package data)
+PIPELINE_FILES = [
+    "Snakefile",
+    "workflow",
+    "params.yaml",
+    "profiles",
+    "dvc.yaml",
+    ".dvc/config",
+    ".dvcignore",
+    "nfd/schemas/config.schema.yaml",
+]  # the check stage depends on the schema (package data)
 
 
 def _env() -> dict[str, str]:
@@ -56,8 +64,12 @@ def _copy(tmp: Path, preset: str) -> Path:
 
 
 def test_committed_dvc_yaml_is_in_step_with_params():
-    assert main(["pipeline", "dvc-yaml", "--params", str(ROOT / "params.yaml"), "--out", str(ROOT / "dvc.yaml"),
-                 "--check"]) == 0
+    assert (
+        main(
+            ["pipeline", "dvc-yaml", "--params", str(ROOT / "params.yaml"), "--out", str(ROOT / "dvc.yaml"), "--check"]
+        )
+        == 0
+    )
 
 
 def test_bad_params_are_named(tmp_path):
@@ -83,8 +95,10 @@ def _dvc_jobs(work: Path) -> dict[str, set[str]]:
 
     with Repo(str(work)) as repo:
         stages = list(repo.index.stages)
-        return {"cmds": {s.cmd for s in stages},
-                "outs": {os.path.relpath(o.fs_path, work) for s in stages for o in s.outs}}
+        return {
+            "cmds": {s.cmd for s in stages},
+            "outs": {os.path.relpath(o.fs_path, work) for s in stages for o in s.outs},
+        }
 
 
 @pytest.mark.parametrize("preset", ["tiny", "demo", "paper"])
@@ -121,8 +135,10 @@ def test_tiny_snakemake_run_to_fig9_then_dvc_repro_and_remote(tmp_path):
     """Real runs: Snakemake renders fig9; `dvc repro` builds every figure and table, then is a no-op; a reviewer
     pulls the checkpoints from a local-folder remote and regenerates the figures without retraining."""
     work = _copy(tmp_path, "tiny")
-    _run([str(BIN / "snakemake"), "--profile", "profiles/default", "--cores", "2", "--", "results/figures/fig9.png"],
-         work)
+    _run(
+        [str(BIN / "snakemake"), "--profile", "profiles/default", "--cores", "2", "--", "results/figures/fig9.png"],
+        work,
+    )
     assert (work / "results/figures/fig9.png").stat().st_size > 1000
     assert list((work / "logs" / "train").glob("*.log")) and list((work / "logs" / "benchmarks").rglob("*.tsv"))
     _run([str(BIN / "snakemake"), "--report", "results/report.html", "--", "results/figures/fig9.png"], work)
@@ -138,12 +154,12 @@ def test_tiny_snakemake_run_to_fig9_then_dvc_repro_and_remote(tmp_path):
     plan = Plan(load_params(work / "params.yaml"))
     for target in [*plan.targets(), REPORT]:
         assert (work / target).is_file(), target
-    assert "t1.csv" in (work / REPORT).read_text(errors="replace")           # the report of `dvc repro`
+    assert "t1.csv" in (work / REPORT).read_text(errors="replace")  # the report of `dvc repro`
     again = _run([str(BIN / "dvc"), "repro"], work)
     assert "Running stage" not in again.stdout
     plots = _run([str(BIN / "dvc"), "plots", "show", "--json"], work)
     assert "loss_d" in plots.stdout
-    assert "classifier_fd" in plots.stdout and "1nna" in plots.stdout      # quality over training (progress)
+    assert "classifier_fd" in plots.stdout and "1nna" in plots.stdout  # quality over training (progress)
 
     remote = tmp_path / "remote"
     _run([str(BIN / "dvc"), "remote", "add", "-d", "local", str(remote)], work)

@@ -9,16 +9,18 @@ from nfd.models.neighbours import canonical_knn
 from nfd.models.pointconv import PointConv, WeightNet, avg_pool, gather_neighbours, pointconv_naive
 
 
-def _setup(per_example: bool, seed: int = 0, b: int = 3, n: int = 40, d: int = 2, cin: int = 5,
-           k: int = 9) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def _setup(
+    per_example: bool, seed: int = 0, b: int = 3, n: int = 40, d: int = 2, cin: int = 5, k: int = 9
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Random double coordinates, their k-neighbourhoods and offsets (shared or per-example), and features."""
     g = torch.Generator().manual_seed(seed)
     coords = torch.rand(b, n, d, generator=g, dtype=torch.float64) * 2 - 1
     if not per_example:
         coords = coords[0]
     idx = canonical_knn(coords, coords, k) if not per_example else torch.stack([canonical_knn(c, c, k) for c in coords])
-    offsets = torch.gather(coords.unsqueeze(-3).expand(*idx.shape[:-1], n, d), -2,
-                           idx.unsqueeze(-1).expand(*idx.shape, d)) - coords.unsqueeze(-2)
+    offsets = torch.gather(
+        coords.unsqueeze(-3).expand(*idx.shape[:-1], n, d), -2, idx.unsqueeze(-1).expand(*idx.shape, d)
+    ) - coords.unsqueeze(-2)
     feats = torch.randn(b, n, cin, generator=g, dtype=torch.float64, requires_grad=True)
     return coords, idx, offsets, feats
 
@@ -53,7 +55,7 @@ def test_naive_reference_is_the_paper_formula() -> None:
     acc = conv.linear.bias.detach().clone()
     for i in range(5):
         h = conv.weight_net(offsets[q, i][None])[0].detach()
-        w = torch.stack([torch.stack([(lin[o, c * 6:(c + 1) * 6] * h).sum() for c in range(3)]) for o in range(4)])
+        w = torch.stack([torch.stack([(lin[o, c * 6 : (c + 1) * 6] * h).sum() for c in range(3)]) for o in range(4)])
         acc += w @ feats[b, idx[q, i]].detach()
     torch.testing.assert_close(out[b, q], acc)
 
@@ -103,8 +105,12 @@ def test_pointconv_is_translation_equivariant() -> None:
         idx = canonical_knn(q, c, 27)
         return conv(feats, idx, c[idx] - q[:, None])
 
-    torch.testing.assert_close(run(torch.tensor([0.7, -3.0, 12.5], dtype=torch.float64)),
-                               run(torch.zeros(3, dtype=torch.float64)), rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(
+        run(torch.tensor([0.7, -3.0, 12.5], dtype=torch.float64)),
+        run(torch.zeros(3, dtype=torch.float64)),
+        rtol=1e-9,
+        atol=1e-9,
+    )
 
 
 def test_weight_net_layers() -> None:
@@ -125,7 +131,7 @@ def test_shared_strategies_match_naive_through_double_backward(strategy: str) ->
     coords = grid_coords(9, 2).double()
     level = build_plan(coords, pool_levels(1, 9)).levels[0]
     groups = level.conv_groups()
-    assert len(groups.sizes) < 30 and sum(groups.sizes) == 81 * 9   # 25 offsets up to rounding
+    assert len(groups.sizes) < 30 and sum(groups.sizes) == 81 * 9  # 25 offsets up to rounding
     conv = PointConv(2, 16, 6, [16, 16]).double().train()
     conv.strategy = strategy
     feats = torch.randn(3, 81, 16, dtype=torch.float64, requires_grad=True)
@@ -149,9 +155,9 @@ def test_auto_strategy_picks_grouped_only_for_large_groups_and_wide_inputs() -> 
 
     plan = build_plan(grid_coords(64, 2), pool_levels(2, 9))
     wide, narrow = PointConv(2, 64, 8, [16]), PointConv(2, 3, 8, [16])
-    assert wide.shared_strategy(64, 9, plan.levels[1].conv_groups) == "grouped"       # 74 offsets, 9,216 pairs
-    assert narrow.shared_strategy(64, 9, plan.levels[0].conv_groups) != "grouped"     # 3 input channels
-    assert plan.levels[0]._groups is None                       # ...so its groups were never computed
+    assert wide.shared_strategy(64, 9, plan.levels[1].conv_groups) == "grouped"  # 74 offsets, 9,216 pairs
+    assert narrow.shared_strategy(64, 9, plan.levels[0].conv_groups) != "grouped"  # 3 input channels
+    assert plan.levels[0]._groups is None  # ...so its groups were never computed
     assert wide.shared_strategy(64, 9, None) in ("weights", "factored")
-    few = build_plan(grid_coords(64, 2), pool_levels(3, 9)).levels[2].conv_groups               # ~11 pairs per group
+    few = build_plan(grid_coords(64, 2), pool_levels(3, 9)).levels[2].conv_groups  # ~11 pairs per group
     assert wide.shared_strategy(64, 9, few) != "grouped"

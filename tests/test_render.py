@@ -21,9 +21,9 @@ import pytest
 import trimesh
 from PIL import Image
 
-from nfd.viz import gl, render
 from nfd.cli import main
 from nfd.errors import NfdError
+from nfd.viz import gl, render
 from nfd.viz.render import RenderUnavailableError, backend_used, render_mesh
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,14 +45,22 @@ def _mask(img: np.ndarray) -> np.ndarray:
 
 def _t_shape() -> trimesh.Trimesh:
     """A wide flat slab at the bottom and a thin pole rising along +y: upright, it is wide below and narrow above."""
-    slab = trimesh.creation.box(extents=(1.6, 0.2, 1.6), transform=trimesh.transformations.translation_matrix((0, -0.9, 0)))
-    pole = trimesh.creation.box(extents=(0.2, 1.8, 0.2), transform=trimesh.transformations.translation_matrix((0, 0.1, 0)))
+    slab = trimesh.creation.box(
+        extents=(1.6, 0.2, 1.6), transform=trimesh.transformations.translation_matrix((0, -0.9, 0))
+    )
+    pole = trimesh.creation.box(
+        extents=(0.2, 1.8, 0.2), transform=trimesh.transformations.translation_matrix((0, 0.1, 0))
+    )
     return trimesh.util.concatenate([slab, pole])
 
 
 def _big_at_plus_x() -> trimesh.Trimesh:
-    big = trimesh.creation.box(extents=(0.8, 0.8, 0.8), transform=trimesh.transformations.translation_matrix((0.6, 0, 0)))
-    small = trimesh.creation.box(extents=(0.2, 0.2, 0.2), transform=trimesh.transformations.translation_matrix((-0.8, 0, 0)))
+    big = trimesh.creation.box(
+        extents=(0.8, 0.8, 0.8), transform=trimesh.transformations.translation_matrix((0.6, 0, 0))
+    )
+    small = trimesh.creation.box(
+        extents=(0.2, 0.2, 0.2), transform=trimesh.transformations.translation_matrix((-0.8, 0, 0))
+    )
     return trimesh.util.concatenate([big, small])
 
 
@@ -202,6 +210,7 @@ def test_normal_smoothing_changes_the_shading_not_the_silhouette(backend):
     assert np.mean(touched[0] != touched[1]) < 0.002
     assert not np.array_equal(plain, smooth)
     inside = _mask(plain) & _mask(smooth)
+
     # terraces show as ripples of brightness: the smoothed shading varies less between neighbouring pixels
     def ripple(img):
         g = img.astype(float).mean(axis=-1)
@@ -294,8 +303,9 @@ def test_cli_render_into_a_reused_folder_keeps_no_old_png(tmp_path, capsys):
     (out / "notes.txt").write_text("keep me")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        assert main(["render", "--meshes", str(meshes), "--out", str(out), "--size", "32",
-                     "--backend", "matplotlib"]) == 0
+        assert (
+            main(["render", "--meshes", str(meshes), "--out", str(out), "--size", "32", "--backend", "matplotlib"]) == 0
+        )
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "sample_000.png"]
     assert not (np.asarray(Image.open(out / "sample_000.png")) == [255, 0, 0]).all(axis=-1).any()  # re-rendered
     assert "removed 3 PNG file(s) of an earlier run" in capsys.readouterr().err
@@ -309,14 +319,17 @@ def test_cli_render_into_a_reused_folder_keeps_no_old_png(tmp_path, capsys):
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--size", "0"], "argument --size: expected an integer >= 8, got 0"),
-    (["--size", "-4"], "argument --size: expected an integer >= 8, got -4"),
-    (["--size", "9000"], "--size must be in [8, 8192], got 9000"),
-    (["--elevation", "90"], "--elevation must be strictly between -90 and 90 degrees"),
-    (["--azimuth", "nan"], "--azimuth must be a finite number of degrees"),
-    (["--normal-smoothing", "-1"], "argument --normal-smoothing: expected an integer >= 0"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--size", "0"], "argument --size: expected an integer >= 8, got 0"),
+        (["--size", "-4"], "argument --size: expected an integer >= 8, got -4"),
+        (["--size", "9000"], "--size must be in [8, 8192], got 9000"),
+        (["--elevation", "90"], "--elevation must be strictly between -90 and 90 degrees"),
+        (["--azimuth", "nan"], "--azimuth must be a finite number of degrees"),
+        (["--normal-smoothing", "-1"], "argument --normal-smoothing: expected an integer >= 0"),
+    ],
+)
 def test_cli_render_bad_values_are_one_line_and_delete_nothing(tmp_path, capsys, args, message):
     meshes = tmp_path / "meshes"
     meshes.mkdir()

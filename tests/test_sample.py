@@ -24,20 +24,57 @@ def model_2d(tmp_path_factory):
 
 def test_same_seed_same_functions_across_resolutions(model_2d, tmp_path):
     a, b = tmp_path / "a.npz", tmp_path / "b.npz"
-    assert main(["sample", "--checkpoint", str(model_2d), "--num", "3", "--resolution", "33", "--seed", "5",
-                 "--out", str(a)]) == 0
-    assert main(["sample", "--checkpoint", str(model_2d), "--num", "5", "--resolution", "65", "--seed", "5",
-                 "--out", str(b), "--chunk-points", "1000"]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                "--checkpoint",
+                str(model_2d),
+                "--num",
+                "3",
+                "--resolution",
+                "33",
+                "--seed",
+                "5",
+                "--out",
+                str(a),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "sample",
+                "--checkpoint",
+                str(model_2d),
+                "--num",
+                "5",
+                "--resolution",
+                "65",
+                "--seed",
+                "5",
+                "--out",
+                str(b),
+                "--chunk-points",
+                "1000",
+            ]
+        )
+        == 0
+    )
     fa, fb = np.load(a)["features"], np.load(b)["features"]
     assert fa.shape == (3, 33, 33, 1) and fb.shape == (5, 65, 65, 1)
     np.testing.assert_allclose(fb[:3, ::2, ::2], fa, atol=1e-5)
     assert np.abs(fa[0] - fa[1]).max() > 1e-3  # different latents give different functions
 
 
-@pytest.mark.parametrize("content, msg", [
-    (b"not a checkpoint at all", "checkpoint"),  # the wording is nfd.training.checkpoint's
-    (None, "not an nfd checkpoint"),
-])
+@pytest.mark.parametrize(
+    "content, msg",
+    [
+        (b"not a checkpoint at all", "checkpoint"),  # the wording is nfd.training.checkpoint's
+        (None, "not an nfd checkpoint"),
+    ],
+)
 def test_bad_checkpoints(tmp_path, capsys, content, msg):
     bad = tmp_path / "bad.pt"
     if content is None:
@@ -52,8 +89,22 @@ def test_bad_checkpoints(tmp_path, capsys, content, msg):
 
 
 def test_missing_checkpoint(tmp_path, capsys):
-    assert main(["sample", "--checkpoint", str(tmp_path / "none.pt"), "--num", "1", "--resolution", "4",
-                 "--out", str(tmp_path / "s.npz")]) == 2
+    assert (
+        main(
+            [
+                "sample",
+                "--checkpoint",
+                str(tmp_path / "none.pt"),
+                "--num",
+                "1",
+                "--resolution",
+                "4",
+                "--out",
+                str(tmp_path / "s.npz"),
+            ]
+        )
+        == 2
+    )
     assert "checkpoint not found" in capsys.readouterr().err
 
 
@@ -132,12 +183,16 @@ def test_too_large_a_grid_is_refused_upfront(model_2d, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1
     assert err.startswith("nfd sample: error: 3 functions at 100000^2 x 1 float32 (10000000000 points each) need ")
-    assert "need 120.2 GB of memory (120.0 GB output), only " in err and err.endswith("available; lower --resolution or --num")
+    assert "need 120.2 GB of memory (120.0 GB output), only " in err and err.endswith(
+        "available; lower --resolution or --num"
+    )
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("flag, value", [("--chunk-points", "0"), ("--chunk-points", "-5"), ("--chunk-points", "x"),
-                                         ("--resolution", "1"), ("--num", "0")])
+@pytest.mark.parametrize(
+    "flag, value",
+    [("--chunk-points", "0"), ("--chunk-points", "-5"), ("--chunk-points", "x"), ("--resolution", "1"), ("--num", "0")],
+)
 def test_nonsense_sizes_are_argparse_errors(model_2d, tmp_path, capsys, flag, value):
     argv = {"--checkpoint": str(model_2d), "--num": "1", "--resolution": "4", "--out": str(tmp_path / "s.npz")}
     argv[flag] = value
@@ -158,8 +213,10 @@ def test_sample_onto_a_small_or_read_only_disk(model_2d, tmp_path):
     cmd = f"$NFD sample --checkpoint {model_2d} --num 1 --resolution 1024 --out {out}; echo rc=$?; ls -A {mnt} | wc -l"
     r = in_tmpfs(mnt, cmd, "1m")
     assert r.stdout.split()[-2:] == ["rc=2", "0"], (r.stdout, r.stderr)
-    assert r.stderr.strip() == (f"nfd sample: error: cannot write {out}: 1 function at 1024^2 x 1 float32 (1048576 "
-                                "points each) need 4.3 MB on disk, only 1.0 MB free there; lower --resolution or --num")
+    assert r.stderr.strip() == (
+        f"nfd sample: error: cannot write {out}: 1 function at 1024^2 x 1 float32 (1048576 "
+        "points each) need 4.3 MB on disk, only 1.0 MB free there; lower --resolution or --num"
+    )
     r = in_tmpfs(mnt, cmd.replace("1024", "8"), "1m", readonly=True)
     assert r.stdout.split()[-2:] == ["rc=2", "0"], (r.stdout, r.stderr)
     assert r.stderr.strip() == f"nfd sample: error: cannot write {out}: Read-only file system"

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nfd.viz import selection
 from nfd.cli import main
 from nfd.errors import NfdError
+from nfd.viz import selection
 from nfd.viz.figures import FIGURES, FigureOptions
 from tests.conftest import write_contract_h5
 
@@ -18,7 +18,7 @@ POINTS = 256
 
 def _box(lo, hi) -> np.ndarray:
     v = -np.ones((RES, RES, RES), np.float32)
-    v[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = 1.0
+    v[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = 1.0
     return v
 
 
@@ -36,8 +36,7 @@ def chairs(tmp_path):
         lo = rng.integers(1, 5, 3)
         shapes.append(_box(lo, lo + rng.integers(5, 10, 3)))
     data = np.stack(shapes)[..., None]
-    path = write_contract_h5(tmp_path / "chairs.h5", data, None,
-                             {"train": [0, 1, 2], "val": [3], "test": [4, 5, 6, 7]})
+    path = write_contract_h5(tmp_path / "chairs.h5", data, None, {"train": [0, 1, 2], "val": [3], "test": [4, 5, 6, 7]})
     return path, shapes[4:]
 
 
@@ -65,8 +64,8 @@ def test_worst_samples_are_the_noise_and_the_empty_one(chairs, tmp_path):
     copies = [scores[0][0], scores[0][2], scores[1][0]]
     assert max(copies) < min(scores[0][1], scores[1][2])
     worst = selection.worst_samples(scores, 3)
-    assert [(b, i) for b, i, _ in worst[:1]] == [(1, 1)]                   # no surface: the worst of all
-    assert {(b, i) for b, i, _ in worst} == {(1, 1), (0, 1), (1, 2)}         # exactly the empty and the noise ones
+    assert [(b, i) for b, i, _ in worst[:1]] == [(1, 1)]  # no surface: the worst of all
+    assert {(b, i) for b, i, _ in worst} == {(1, 1), (0, 1), (1, 2)}  # exactly the empty and the noise ones
     assert criterion.num_references == 4 and "nearest of 4 test chairs" in criterion.describe()
 
     # the figure: the same three, named with the criterion in the title
@@ -80,16 +79,19 @@ def test_worst_samples_are_the_noise_and_the_empty_one(chairs, tmp_path):
     assert "the 3 of 6 with the largest squared Chamfer distance to the nearest of 4 test chairs" in title
     tiles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert tiles[0] == "batch 2, sample 1\nno surface"
-    assert sorted(tiles[1:]) == sorted([f"batch 1, sample 1\nCD {scores[0][1]:.4f}",
-                                         f"batch 2, sample 2\nCD {scores[1][2]:.4f}"])
+    assert sorted(tiles[1:]) == sorted(
+        [f"batch 1, sample 1\nCD {scores[0][1]:.4f}", f"batch 2, sample 2\nCD {scores[1][2]:.4f}"]
+    )
 
 
 def test_best_batch_is_the_one_nearest_the_test_chairs(chairs, tmp_path, capsys):
     data, test = chairs
     empty = -np.ones((RES, RES, RES), np.float32)
-    batches = [[_noise(3), test[0], _noise(4)],   # far from the references
-               [test[1], test[2], test[3]],       # copies of them: the best
-               [test[0], test[3], empty]]         # copies too, but one sample has no surface
+    batches = [
+        [_noise(3), test[0], _noise(4)],  # far from the references
+        [test[1], test[2], test[3]],  # copies of them: the best
+        [test[0], test[3], empty],
+    ]  # copies too, but one sample has no surface
     inputs = {"data": data}
     for b, (vols, colour) in enumerate(zip(batches, [(255, 0, 0), (0, 255, 0), (0, 0, 255)])):
         inputs[f"samples_b{b}"] = tmp_path / f"s{b}.npz"
@@ -97,7 +99,9 @@ def test_best_batch_is_the_one_nearest_the_test_chairs(chairs, tmp_path, capsys)
         inputs[f"renders_b{b}"] = _renders(tmp_path / f"r{b}", 3, colour)
     scores, _ = selection.shape_scores([np.stack(v) for v in batches], data, points=POINTS)
     assert selection.best_batch(scores) == 1
-    assert selection.batch_key(scores[2])[0] == 1 and selection.batch_key(scores[2])[1] < selection.batch_key(scores[0])[1]
+    assert (
+        selection.batch_key(scores[2])[0] == 1 and selection.batch_key(scores[2])[1] < selection.batch_key(scores[0])[1]
+    )
 
     out = tmp_path / "fig9.png"
     argv = ["figure", "fig9", "--out", str(out), "--label", "t", "--points", str(POINTS)]
@@ -109,7 +113,7 @@ def test_best_batch_is_the_one_nearest_the_test_chairs(chairs, tmp_path, capsys)
     img = np.asarray(Image.open(out).convert("RGB")).reshape(-1, 3)
     green = np.sum((img[:, 1] > 200) & (img[:, 0] < 60) & (img[:, 2] < 60))
     red_or_blue = np.sum(((img[:, 0] > 200) | (img[:, 2] > 200)) & (img[:, 1] < 60))
-    assert green > 1000 and red_or_blue == 0                                # batch 2 (green) is the one shown
+    assert green > 1000 and red_or_blue == 0  # batch 2 (green) is the one shown
     fig = FIGURES["fig9"](inputs, "fig9: t", FigureOptions(points=POINTS))
     title = fig._suptitle.get_text().replace("\n", " ")
     assert "(batch 2 of 3) - best of 3 batches: the lowest mean squared Chamfer distance to the nearest" in title
@@ -135,10 +139,17 @@ def test_best_image_batch_and_the_fig6_caption(tmp_path, capsys):
     assert "pixel MSE (features in [-1, 1]) to the nearest of 4 test images" in criterion.describe()
     for name, arr in (("far", far), ("near", np.clip(near, -1, 1))):
         np.savez(tmp_path / f"{name}.npz", features=arr)
-    inputs = {"celebahq64_b0": tmp_path / "far.npz", "celebahq64_b1": tmp_path / "near.npz",
-              "celebahq64_data": data, "celebahq128": tmp_path / "far.npz"}
+    inputs = {
+        "celebahq64_b0": tmp_path / "far.npz",
+        "celebahq64_b1": tmp_path / "near.npz",
+        "celebahq64_data": data,
+        "celebahq128": tmp_path / "far.npz",
+    }
     fig = FIGURES["fig6"](inputs, "fig6: t")
-    assert "best of 2 batches: the lowest mean pixel MSE (features in [-1, 1]) to the nearest of 4 test images" in fig._suptitle.get_text().replace("\n", " ")
+    assert (
+        "best of 2 batches: the lowest mean pixel MSE (features in [-1, 1]) to the nearest of 4 test images"
+        in fig._suptitle.get_text().replace("\n", " ")
+    )
     assert "CelebAHQ 64x64, batch 2 of 2" in [ax.get_title() for ax in fig.axes]
     with pytest.raises(NfdError, match="resolution"):
         selection.image_scores([far[:, :4, :4]], data)
@@ -189,11 +200,17 @@ def test_plan_best_of_batches():
         plan.get("render", {"exp": "chairs", "tag": f"r128_n16_s{b}"})  # each batch is meshed and rendered
     assert "presets.demo.figure_selection" in fig9.params
     fig11 = plan.get("figure", {"fig": "fig11"})
-    assert fig11.cmd[fig11.cmd.index("--worst") + 1] == "5" and "renders_b2=results/renders/chairs/r128_n16_s2" in fig11.cmd
+    assert (
+        fig11.cmd[fig11.cmd.index("--worst") + 1] == "5"
+        and "renders_b2=results/renders/chairs/r128_n16_s2" in fig11.cmd
+    )
     paper = _preset_plan("paper", {"batches": 2})
     fig6 = paper.get("figure", {"fig": "fig6"})
-    assert {"celebahq64_b1=results/samples/celebahq64/r64_n16_s1.npz", "celebahq64_data=data/processed/celebahq64.h5",
-            "celebahq128_b1=results/samples/celebahq128/r128_n16_s1.npz"} <= set(fig6.cmd)
+    assert {
+        "celebahq64_b1=results/samples/celebahq64/r64_n16_s1.npz",
+        "celebahq64_data=data/processed/celebahq64.h5",
+        "celebahq128_b1=results/samples/celebahq128/r128_n16_s1.npz",
+    } <= set(fig6.cmd)
 
 
 def test_report_captions_name_the_criterion():
@@ -215,8 +232,11 @@ def test_report_captions_name_the_criterion():
         if fig not in config["presets"][preset]["figures"]:
             config["presets"][preset]["figures"].append(fig)
         text = Plan(config).caption("figure", {"fig": fig})  # the rule passes this as its `caption` param
-        return template.render(snakemake=types.SimpleNamespace(config=config, params=types.SimpleNamespace(caption=text),
-                                                               wildcards=types.SimpleNamespace(fig=fig)))
+        return template.render(
+            snakemake=types.SimpleNamespace(
+                config=config, params=types.SimpleNamespace(caption=text), wildcards=types.SimpleNamespace(fig=fig)
+            )
+        )
 
     assert "largest squared Chamfer distance to their nearest test chair" in caption("demo", "fig11", 1)
     assert "Of 5 sampled batches" in caption("paper", "fig9", 5) and "Chamfer" in caption("paper", "fig9", 5)

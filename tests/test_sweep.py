@@ -25,9 +25,29 @@ def test_value_shares_against_counting() -> None:
 
 def test_sweep_trains_scores_and_merges_parts(voxels_h5, tmp_path) -> None:
     out = tmp_path / "sweep"
-    common = ["sweep", "--preset", "tiny", "--data", str(voxels_h5), "--out", str(out), "--threads", "1",
-              "--cores", "2", "--steps", "2", "--num-samples", "4", "--resolution", "8", "--points", "64",
-              "--num-ref", "2"]
+    common = [
+        "sweep",
+        "--preset",
+        "tiny",
+        "--data",
+        str(voxels_h5),
+        "--out",
+        str(out),
+        "--threads",
+        "1",
+        "--cores",
+        "2",
+        "--steps",
+        "2",
+        "--num-samples",
+        "4",
+        "--resolution",
+        "8",
+        "--points",
+        "64",
+        "--num-ref",
+        "2",
+    ]
     assert main([*common, "--seeds", "0", "1"]) == 0
     rows = _rows(out / "sweep.tsv")
     assert [(r["run"], r["status"]) for r in rows] == [("s0_t1", "ok"), ("s1_t1", "ok")]

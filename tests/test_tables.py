@@ -164,21 +164,37 @@ def _write_json(path: Path, data: object) -> Path:
 
 
 def test_t1_measured_rows_beside_the_published_anchors(tmp_path: Path) -> None:
-    mnist = _write_json(tmp_path / "mnist.json", {
-        "metric": "classifier_fd", "status": "computed",
-        "results": {"classifier_fd": 12.5, "confident_share": 0.75, "class_counts": [1, 2, 3], "note": "text"},
-        "protocol": {"num_samples": 500, "label": "classifier FD (not Inception)"},
-        "inputs": {"samples": {"type": "ndarray", "shape": [500, 28, 28, 1], "dtype": "float32"}},
-        "context": {"data": "data/processed/mnist.h5", "ref_split": "test"}})
-    celeba = _write_json(tmp_path / "celebahq64.json", {
-        "metric": "fid", "status": "not computed", "message": "not computed: torch-fidelity not installed",
-        "results": {"fid": None, "kid_mean": None}, "protocol": {"num_samples": 100}})
+    mnist = _write_json(
+        tmp_path / "mnist.json",
+        {
+            "metric": "classifier_fd",
+            "status": "computed",
+            "results": {"classifier_fd": 12.5, "confident_share": 0.75, "class_counts": [1, 2, 3], "note": "text"},
+            "protocol": {"num_samples": 500, "label": "classifier FD (not Inception)"},
+            "inputs": {"samples": {"type": "ndarray", "shape": [500, 28, 28, 1], "dtype": "float32"}},
+            "context": {"data": "data/processed/mnist.h5", "ref_split": "test"},
+        },
+    )
+    celeba = _write_json(
+        tmp_path / "celebahq64.json",
+        {
+            "metric": "fid",
+            "status": "not computed",
+            "message": "not computed: torch-fidelity not installed",
+            "results": {"fid": None, "kid_mean": None},
+            "protocol": {"num_samples": 100},
+        },
+    )
     t = table_t1("demo", [mnist, celeba])
 
     published = [r for r in t.rows if r["source"] == "published"]
     fids = {r["model"]: r["value"] for r in published if r["metric"] == "FID"}
-    assert fids == {"GASP (this paper's model)": 13.5, "Diffusion Probabilistic Fields": 13.2, "GEM": 30.4,
-                    "Functa": 40.4}
+    assert fids == {
+        "GASP (this paper's model)": 13.5,
+        "Diffusion Probabilistic Fields": 13.2,
+        "GEM": 30.4,
+        "Functa": 40.4,
+    }
     assert all(r["dataset"] == "CelebA-HQ" and r["resolution"] == "64x64" for r in published if r["metric"] == "FID")
     chairs = [r for r in published if "chairs" in r["dataset"]]
     assert chairs and chairs[0]["value"] == "no published number" and chairs[0]["resolution"] == "32^3"
@@ -198,8 +214,9 @@ def test_t1_measured_rows_beside_the_published_anchors(tmp_path: Path) -> None:
 
 
 def test_t1_simple_value_records(tmp_path: Path) -> None:
-    a = _write_json(tmp_path / "chairs.json", {"metric": "shapes3d", "values": {"cov": 0.4, "mmd": 0.01},
-                                               "protocol": "2048 points"})
+    a = _write_json(
+        tmp_path / "chairs.json", {"metric": "shapes3d", "values": {"cov": 0.4, "mmd": 0.01}, "protocol": "2048 points"}
+    )
     b = _write_json(tmp_path / "x.json", {"metric": "fd", "value": 3.25})
     rows = [r for r in table_t1("tiny", [a, b]).rows if r["source"] == "measured"]
     assert {(r["metric"], r["value"]) for r in rows} == {("shapes3d/cov", 0.4), ("shapes3d/mmd", 0.01), ("fd", 3.25)}

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from nfd.training import checkpoint as ckpt
 from nfd.cli import main
 from nfd.config import resolve
 from nfd.errors import NfdError
+from nfd.training import checkpoint as ckpt
 from nfd.training.trainer import Trainer
 
 
@@ -86,8 +86,11 @@ def _column(path, name):
 def test_discriminator_learns_an_easy_set(images_h5, tmp_path, amp):
     """With the generator frozen, a few D steps separate real discs from the generator's samples (also under bf16
     autocast, train.amp, which runs on the CPU too)."""
-    t = Trainer(_cfg("steps=30", "train.lr_g=0.0", "train.lr_d=2e-3", "train.r1_weight=0.0", f"train.amp={amp}"),
-                images_h5, tmp_path)
+    t = Trainer(
+        _cfg("steps=30", "train.lr_g=0.0", "train.lr_d=2e-3", "train.r1_weight=0.0", f"train.amp={amp}"),
+        images_h5,
+        tmp_path,
+    )
     t.fit(progress=False)
     loss = _column(tmp_path / "metrics.tsv", "loss_d")
     assert loss[-5:].mean() < 0.7 * loss[:3].mean()
@@ -129,17 +132,64 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(images_h5, tmp_pat
 def test_cli_bad_inputs(images_h5, voxels_h5, tmp_path, capsys):
     assert main(["train", "--preset", "nope", "--data", str(images_h5), "--out", str(tmp_path / "x")]) == 2
     assert "unknown preset 'nope'" in capsys.readouterr().err
-    assert main(["train", "--preset", "tiny", "--data", str(tmp_path / "missing.h5"), "--out", str(tmp_path / "x")]) == 2
+    assert (
+        main(["train", "--preset", "tiny", "--data", str(tmp_path / "missing.h5"), "--out", str(tmp_path / "x")]) == 2
+    )
     assert "missing.h5" in capsys.readouterr().err
-    assert main(["train", "--preset", "tiny", "--set", "train.bogus=1", "--data", str(images_h5),
-                 "--out", str(tmp_path / "x")]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--preset",
+                "tiny",
+                "--set",
+                "train.bogus=1",
+                "--data",
+                str(images_h5),
+                "--out",
+                str(tmp_path / "x"),
+            ]
+        )
+        == 2
+    )
     assert "train.bogus" in capsys.readouterr().err
     # a checkpoint of 2D data cannot be resumed on 3D data
-    assert main(["train", "--preset", "tiny", "--steps", "1", "--data", str(images_h5), "--out", str(tmp_path / "r"),
-                 "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--preset",
+                "tiny",
+                "--steps",
+                "1",
+                "--data",
+                str(images_h5),
+                "--out",
+                str(tmp_path / "r"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
-    assert main(["train", "--preset", "tiny", "--steps", "2", "--data", str(voxels_h5), "--out", str(tmp_path / "r"),
-                 "--resume", "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--preset",
+                "tiny",
+                "--steps",
+                "2",
+                "--data",
+                str(voxels_h5),
+                "--out",
+                str(tmp_path / "r"),
+                "--resume",
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert "another model/data" in err and len(err.splitlines()) == 1
 

@@ -338,11 +338,7 @@ def _check_images(images: np.ndarray, what: str) -> np.ndarray:
 
 @register_metric("classifier_fd")
 def classifier_metrics(
-    samples: np.ndarray,
-    reference: np.ndarray,
-    clf: MnistClassifier,
-    baseline: np.ndarray | None = None,
-    seed: int = 0,
+    samples: np.ndarray, reference: np.ndarray, clf: MnistClassifier, baseline: np.ndarray | None = None, seed: int = 0
 ) -> dict[str, Any]:
     """Classifier FD (not comparable with Inception FID), confident share and class spread of MNIST samples.
 

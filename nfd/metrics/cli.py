@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-
 from nfd.cli import verb_help
 from nfd.errors import NfdError
 
@@ -63,9 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     t.add_argument("--data", required=True, type=Path, metavar="FILE.h5", help="processed MNIST HDF5 (with /labels)")
-    t.add_argument(
-        "--out", required=True, type=Path, metavar="FILE.pt", help="checkpoint to write (atomically)"
-    )
+    t.add_argument("--out", required=True, type=Path, metavar="FILE.pt", help="checkpoint to write (atomically)")
     t.add_argument("--epochs", type=_positive, default=8, help="training epochs")
     t.add_argument("--seed", type=int, default=0, help="seed of the initialisation and the batch order")
     t.add_argument("--batch-size", type=_positive, default=64, help="batch size")
@@ -105,12 +102,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--data", required=True, type=Path, metavar="FILE.h5", help="processed 3D occupancy HDF5")
     s.add_argument("--ref-split", choices=SPLIT_CHOICES, default="test", help="split of the reference shapes")
     s.add_argument(
-        "--num-ref", type=_non_negative, default=0, metavar="N",
+        "--num-ref",
+        type=_non_negative,
+        default=0,
+        metavar="N",
         help="use N references drawn (seeded) from the split; 0 = the whole split",
     )
-    s.add_argument(
-        "--num-samples", type=_non_negative, default=0, metavar="N", help="use the first N samples; 0 = all"
-    )
+    s.add_argument("--num-samples", type=_non_negative, default=0, metavar="N", help="use the first N samples; 0 = all")
     s.add_argument("--points", type=_positive, default=2048, help="points sampled on each surface")
     s.add_argument("--seed", type=int, default=0, help="seed of the reference subset and the surface sampling")
     s.add_argument("--workers", type=int, default=-1, help="threads for the KD-tree queries (-1: all cores)")
@@ -141,7 +139,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="sample quality at every snapshot of a training run (a TSV that 'dvc plots' draws)",
         description=(
             "For every generator snapshot of a run (RUN/snapshots/step_*.pt, written every train.keep_every steps) and "
-            "its final RUN/model.pt, sample --num-samples functions (seed --seed) at the data resolution and score them "
+            "its final RUN/model.pt, sample --num-samples functions (seed --seed) at the data resolution and score "
+            "them "
             "with the metric of the data: the MNIST classifier metrics for 28 x 28 grey images (needs --classifier), "
             "COV/MMD/1-NNA for 3D occupancy. Writes one TSV row per snapshot (x: step) and, with --jsonl, one JSON "
             "line per evaluation."
@@ -153,7 +152,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--num-samples", type=_positive, default=500, metavar="N", help="samples per snapshot")
     g.add_argument("--ref-split", choices=SPLIT_CHOICES, default="test", help="split of the real references")
     g.add_argument(
-        "--num-ref", type=_non_negative, default=0, metavar="N",
+        "--num-ref",
+        type=_non_negative,
+        default=0,
+        metavar="N",
         help="3D only: N references drawn (seeded) from the split; 0 = the whole split",
     )
     g.add_argument("--points", type=_positive, default=2048, help="3D only: points sampled on each surface")
@@ -190,8 +192,15 @@ def _summary(record: dict[str, Any]) -> str:
 def cmd_train_classifier(args: argparse.Namespace) -> int:
     from nfd.metrics.classifier_fd import train_classifier
 
-    meta = train_classifier(args.data, args.out, epochs=args.epochs, seed=args.seed, batch_size=args.batch_size,
-                            lr=args.lr, threads=args.threads)
+    meta = train_classifier(
+        args.data,
+        args.out,
+        epochs=args.epochs,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        threads=args.threads,
+    )
     val = f", val accuracy {meta['val_accuracy']:.4f}" if meta["val_accuracy"] is not None else ""
     print(
         f"classifier: test accuracy {meta['test_accuracy']:.4f}{val} ({meta['num_train']} train / {meta['num_test']} "
@@ -206,8 +215,9 @@ def cmd_mnist(args: argparse.Namespace) -> int:
 
     samples = load_samples(args.samples)
     check_mnist_samples(samples.features, args.samples)
-    record = score_mnist(samples.features, args.data, args.classifier, args.ref_split,
-                         context={"samples": str(args.samples)})
+    record = score_mnist(
+        samples.features, args.data, args.classifier, args.ref_split, context={"samples": str(args.samples)}
+    )
     _write(args, record)
     print(_summary(record))
     return 0
@@ -224,8 +234,17 @@ def cmd_shapes(args: argparse.Namespace) -> int:
         if args.num_samples > len(vols):
             raise NfdError(f"{args.samples}: --num-samples {args.num_samples} but the file has {len(vols)} samples")
         vols = vols[: args.num_samples]
-    record = score_shapes(vols, args.data, args.ref_split, args.num_ref, args.points, args.seed, args.workers,
-                          context={"samples": str(args.samples)}, progress=not args.log_quiet)
+    record = score_shapes(
+        vols,
+        args.data,
+        args.ref_split,
+        args.num_ref,
+        args.points,
+        args.seed,
+        args.workers,
+        context={"samples": str(args.samples)},
+        progress=not args.log_quiet,
+    )
     _write(args, record)
     print(_summary(record))
     return 0
@@ -234,9 +253,19 @@ def cmd_shapes(args: argparse.Namespace) -> int:
 def cmd_progress(args: argparse.Namespace) -> int:
     from nfd.metrics.progress import evaluate_progress
 
-    evaluate_progress(args.run, args.data, args.out, classifier=args.classifier, num_samples=args.num_samples,
-                      ref_split=args.ref_split, num_ref=args.num_ref, points=args.points, seed=args.seed,
-                      jsonl=args.jsonl, device=args.device)
+    evaluate_progress(
+        args.run,
+        args.data,
+        args.out,
+        classifier=args.classifier,
+        num_samples=args.num_samples,
+        ref_split=args.ref_split,
+        num_ref=args.num_ref,
+        points=args.points,
+        seed=args.seed,
+        jsonl=args.jsonl,
+        device=args.device,
+    )
     return 0
 
 
@@ -247,11 +276,15 @@ def cmd_fid(args: argparse.Namespace) -> int:
     samples = load_samples(args.samples)
     info = h5_info(args.data)
     if info.coord_dim != 2 or samples.coord_dim != 2:
-        raise NfdError(f"FID needs 2D images: samples {args.samples} are {samples.coord_dim}D, data {args.data} is "
-                       f"{info.coord_dim}D")
+        raise NfdError(
+            f"FID needs 2D images: samples {args.samples} are {samples.coord_dim}D, data {args.data} is "
+            f"{info.coord_dim}D"
+        )
     if samples.feature_dim != info.feature_dim or tuple(samples.features.shape[1:3]) != info.grid_shape:
-        raise NfdError(f"{args.samples}: samples {list(samples.features.shape[1:])} do not match data {args.data} "
-                       f"({list(info.grid_shape)} x {info.feature_dim}); sample at the data resolution")
+        raise NfdError(
+            f"{args.samples}: samples {list(samples.features.shape[1:])} do not match data {args.data} "
+            f"({list(info.grid_shape)} x {info.feature_dim}); sample at the data resolution"
+        )
     reference = read_examples(args.data, split_indices(args.data, args.ref_split))
     record = evaluate(
         "fid",

@@ -36,10 +36,21 @@ def snapshot_paths(run: str | Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def evaluate_progress(run: str | Path, data: str | Path, out: str | Path, classifier: str | Path | None = None,
-                      num_samples: int = 500, ref_split: str = "test", num_ref: int = 0, points: int = 2048,
-                      seed: int = 1, jsonl: str | Path | None = None, device: str = "auto") -> list[dict[str, Any]]:
-    """Score every snapshot of ``run`` and write ``out`` (TSV: step, the metric's columns, seconds); returns the rows."""
+def evaluate_progress(
+    run: str | Path,
+    data: str | Path,
+    out: str | Path,
+    classifier: str | Path | None = None,
+    num_samples: int = 500,
+    ref_split: str = "test",
+    num_ref: int = 0,
+    points: int = 2048,
+    seed: int = 1,
+    jsonl: str | Path | None = None,
+    device: str = "auto",
+) -> list[dict[str, Any]]:
+    """Score every snapshot of ``run`` and write ``out`` (TSV: step, the metric's columns, seconds); return the
+    rows."""
     from nfd.metrics.classifier_fd import IMAGE_SHAPE
     from nfd.metrics.data import h5_info
     from nfd.metrics.registry import append_jsonl
@@ -56,8 +67,10 @@ def evaluate_progress(run: str | Path, data: str | Path, out: str | Path, classi
     elif info.coord_dim == 3 and info.feature_dim == 1:
         metric = "shapes3d"
     else:
-        raise NfdError(f"{data}: progress is scored for MNIST (28 x 28 grey) or 3D occupancy data, not grid "
-                       f"{list(info.grid_shape)} x {info.feature_dim}")
+        raise NfdError(
+            f"{data}: progress is scored for MNIST (28 x 28 grey) or 3D occupancy data, not grid "
+            f"{list(info.grid_shape)} x {info.feature_dim}"
+        )
     todo = [path for _, path in snapshot_paths(run)]
     final = run / "model.pt"
     if final.is_file():
@@ -74,8 +87,10 @@ def evaluate_progress(run: str | Path, data: str | Path, out: str | Path, classi
         if step in done:
             continue
         if int(meta["coord_dim"]) != info.coord_dim or int(meta["feature_dim"]) != info.feature_dim:
-            raise NfdError(f"{path}: a model of {meta['coord_dim']}D data with {meta['feature_dim']} features cannot be "
-                           f"scored against {data} ({info.coord_dim}D, {info.feature_dim} features)")
+            raise NfdError(
+                f"{path}: a model of {meta['coord_dim']}D data with {meta['feature_dim']} features cannot be "
+                f"scored against {data} ({info.coord_dim}D, {info.feature_dim} features)"
+            )
         t0 = time.perf_counter()
         z = latents(G, num_samples, seed, dev)
         feats = np.clip(sample_grid(G, z, res, info.coord_dim), -1.0, 1.0)
@@ -87,8 +102,7 @@ def evaluate_progress(run: str | Path, data: str | Path, out: str | Path, classi
         if jsonl is not None:
             append_jsonl(jsonl, record)
         results = record["results"]
-        rows.append({"step": step, **{c: results[c] for c in COLUMNS[metric]},
-                     "seconds": time.perf_counter() - t0})
+        rows.append({"step": step, **{c: results[c] for c in COLUMNS[metric]}, "seconds": time.perf_counter() - t0})
         done.add(step)
     rows.sort(key=lambda r: r["step"])
     columns = ["step", *COLUMNS[metric], "seconds"]

@@ -157,10 +157,7 @@ def evaluate(name: str, /, context: Mapping[str, Any] | None = None, **inputs: A
     if not isinstance(out, Mapping) or "results" not in out:
         raise TypeError(f"metric {name!r} must return a dict with 'results', got {type(out).__name__}")
     now = time.time()
-    record: dict[str, Any] = {
-        "metric": name,
-        "status": out.get("status", "computed"),
-    }
+    record: dict[str, Any] = {"metric": name, "status": out.get("status", "computed")}
     if "message" in out:
         record["message"] = out["message"]
     record.update(

@@ -19,16 +19,20 @@ def check_mnist_samples(features: np.ndarray, where: str | Path) -> None:
     if features.ndim != 4 or features.shape[-1] != 1:
         raise NfdError(f"{where}: MNIST samples must be 2D grey images [num, 28, 28, 1], got {list(features.shape)}")
     if tuple(features.shape[1:3]) != IMAGE_SHAPE:
-        raise NfdError(f"{where}: resolution {features.shape[1]}, but the classifier takes 28 x 28 images only (no "
-                       f"resizing); sample with 'nfd sample --resolution 28'")
+        raise NfdError(
+            f"{where}: resolution {features.shape[1]}, but the classifier takes 28 x 28 images only (no "
+            f"resizing); sample with 'nfd sample --resolution 28'"
+        )
 
 
 def check_shape_samples(features: np.ndarray, where: str | Path, data: str | Path) -> None:
     """3D occupancy samples ``[num, R, R, R, 1]`` for 3D occupancy ``data``, or a one-line error naming the file."""
     _check_shape_data(data)
     if features.ndim != 5 or features.shape[-1] != 1:
-        raise NfdError(f"{where}: shape metrics need 3D occupancy samples [num, R, R, R, 1], got "
-                       f"{list(features.shape)} (data {data} is 3D)")
+        raise NfdError(
+            f"{where}: shape metrics need 3D occupancy samples [num, R, R, R, 1], got "
+            f"{list(features.shape)} (data {data} is 3D)"
+        )
 
 
 def _check_shape_data(data: str | Path) -> Any:
@@ -36,13 +40,20 @@ def _check_shape_data(data: str | Path) -> Any:
 
     info = h5_info(data)
     if info.coord_dim != 3 or info.feature_dim != 1:
-        raise NfdError(f"{data}: shape metrics need 3D occupancy data (coord_dim 3, feature_dim 1), got "
-                       f"coord_dim {info.coord_dim}, feature_dim {info.feature_dim}")
+        raise NfdError(
+            f"{data}: shape metrics need 3D occupancy data (coord_dim 3, feature_dim 1), got "
+            f"coord_dim {info.coord_dim}, feature_dim {info.feature_dim}"
+        )
     return info
 
 
-def score_mnist(features: np.ndarray, data: str | Path, classifier: str | Path, ref_split: str = "test",
-                context: dict[str, Any] | None = None) -> dict[str, Any]:
+def score_mnist(
+    features: np.ndarray,
+    data: str | Path,
+    classifier: str | Path,
+    ref_split: str = "test",
+    context: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The ``classifier_fd`` record of MNIST samples ``[num, 28, 28, 1]`` against ``ref_split`` of ``data``."""
     from nfd.metrics.classifier_fd import IMAGE_SHAPE, load_classifier, load_mnist_split
     from nfd.metrics.data import h5_info
@@ -50,8 +61,9 @@ def score_mnist(features: np.ndarray, data: str | Path, classifier: str | Path, 
 
     info = h5_info(data)
     if info.grid_shape != IMAGE_SHAPE or info.feature_dim != 1:
-        raise NfdError(f"{data}: not 28 x 28 grey images (grid_shape {list(info.grid_shape)}, feature_dim "
-                       f"{info.feature_dim})")
+        raise NfdError(
+            f"{data}: not 28 x 28 grey images (grid_shape {list(info.grid_shape)}, feature_dim {info.feature_dim})"
+        )
     clf, meta = load_classifier(classifier)
     reference, _ = load_mnist_split(data, ref_split)
     baseline = None
@@ -67,7 +79,8 @@ def score_mnist(features: np.ndarray, data: str | Path, classifier: str | Path, 
             "classifier_test_accuracy": meta.get("test_accuracy"),
             "classifier_data_sha256": meta.get("data_sha256"),
             "baseline": "classifier FD between as many train images as samples and the reference (real-data floor)"
-            if baseline is not None else None,
+            if baseline is not None
+            else None,
         },
         samples=features,
         reference=reference,
@@ -89,8 +102,14 @@ def reference_indices(data: str | Path, ref_split: str = "test", num_ref: int = 
     return idx
 
 
-def reference_point_sets(data: str | Path, idx: np.ndarray, points: int = 2048, seed: int = 0,
-                         ref_split: str = "test", progress: bool = False) -> list[np.ndarray | None]:
+def reference_point_sets(
+    data: str | Path,
+    idx: np.ndarray,
+    points: int = 2048,
+    seed: int = 0,
+    ref_split: str = "test",
+    progress: bool = False,
+) -> list[np.ndarray | None]:
     """Surface point sets of the reference shapes ``idx`` of 3D occupancy ``data`` (marching cubes at level 0);
     ``progress``: a bar of the references done, chunk by chunk (``nfd.progressbar``)."""
     from nfd.metrics.data import read_examples
@@ -108,9 +127,17 @@ def reference_point_sets(data: str | Path, idx: np.ndarray, points: int = 2048, 
     return ref_sets
 
 
-def score_shapes(volumes: np.ndarray, data: str | Path, ref_split: str = "test", num_ref: int = 0,
-                 points: int = 2048, seed: int = 0, workers: int = -1,
-                 context: dict[str, Any] | None = None, progress: bool = False) -> dict[str, Any]:
+def score_shapes(
+    volumes: np.ndarray,
+    data: str | Path,
+    ref_split: str = "test",
+    num_ref: int = 0,
+    points: int = 2048,
+    seed: int = 0,
+    workers: int = -1,
+    context: dict[str, Any] | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
     """The ``shapes3d`` record (COV, MMD, 1-NNA) of occupancy volumes ``[num, R, R, R]`` in [-1, 1] against
     ``num_ref`` shapes of ``ref_split`` of ``data`` (all of them when 0); ``progress``: bars of the surface points
     of the samples and of the references."""
@@ -119,12 +146,18 @@ def score_shapes(volumes: np.ndarray, data: str | Path, ref_split: str = "test",
 
     info = _check_shape_data(data)
     idx = reference_indices(data, ref_split, num_ref, seed)
-    print(f"shapes: meshing {len(volumes)} samples ({volumes.shape[1]}^3) and {len(idx)} references "
-          f"({'x'.join(map(str, info.grid_shape))}), {points} points each", file=sys.stderr)
+    print(
+        f"shapes: meshing {len(volumes)} samples ({volumes.shape[1]}^3) and {len(idx)} references "
+        f"({'x'.join(map(str, info.grid_shape))}), {points} points each",
+        file=sys.stderr,
+    )
     sample_sets = volumes_point_sets(volumes, points, seed=seed, role=0, progress=progress)
     ref_sets = reference_point_sets(data, idx, points, seed, ref_split, progress=progress)
-    print(f"shapes: {sum(s is None for s in sample_sets)} of {len(sample_sets)} samples have no surface; computing "
-          f"{len(sample_sets) + len(ref_sets)}^2 Chamfer distances", file=sys.stderr)
+    print(
+        f"shapes: {sum(s is None for s in sample_sets)} of {len(sample_sets)} samples have no surface; computing "
+        f"{len(sample_sets) + len(ref_sets)}^2 Chamfer distances",
+        file=sys.stderr,
+    )
     return evaluate(
         "shapes3d",
         context={

@@ -85,9 +85,7 @@ def _check_set(p: PointSet, what: str, i: int) -> np.ndarray | None:
 
 
 def chamfer_matrix(
-    sets_a: Sequence[PointSet],
-    sets_b: Sequence[PointSet] | None = None,
-    workers: int = -1,
+    sets_a: Sequence[PointSet], sets_b: Sequence[PointSet] | None = None, workers: int = -1
 ) -> np.ndarray:
     """Matrix of squared Chamfer distances ``D[i, j] = CD(sets_a[i], sets_b[j])`` (``sets_b=None``: ``sets_a`` itself).
 
@@ -168,11 +166,7 @@ def one_nna(d_all: np.ndarray, num_samples: int) -> dict[str, float]:
 
 
 @register_metric("shapes3d")
-def shape_metrics(
-    samples: Sequence[PointSet],
-    references: Sequence[PointSet],
-    workers: int = -1,
-) -> dict[str, Any]:
+def shape_metrics(samples: Sequence[PointSet], references: Sequence[PointSet], workers: int = -1) -> dict[str, Any]:
     """COV, MMD and 1-NNA with squared Chamfer distance between sampled and reference point sets.
 
     ``samples``: point sets ``[P, 3]`` or ``None`` for a failed sample (counted, see the module docstring).

@@ -25,12 +25,21 @@ from nfd.models.hypernetwork import FunctionDistribution
 class AutoDecoder(nn.Module):
     """Per-example latents (``latents``, an ``nn.Embedding``) and a :class:`FunctionDistribution` ``decoder``."""
 
-    def __init__(self, num_examples: int, coord_dim: int, feature_dim: int, cfg: GeneratorConfig,
-                 prior_std: float, points_per_example: int) -> None:
+    def __init__(
+        self,
+        num_examples: int,
+        coord_dim: int,
+        feature_dim: int,
+        cfg: GeneratorConfig,
+        prior_std: float,
+        points_per_example: int,
+    ) -> None:
         super().__init__()
         if prior_std <= 0 or num_examples < 1 or points_per_example < 1:
-            raise ValueError(f"AutoDecoder needs prior_std > 0, num_examples >= 1 and points_per_example >= 1, "
-                             f"got {prior_std}, {num_examples}, {points_per_example}")
+            raise ValueError(
+                f"AutoDecoder needs prior_std > 0, num_examples >= 1 and points_per_example >= 1, "
+                f"got {prior_std}, {num_examples}, {points_per_example}"
+            )
         self.num_examples = num_examples
         self.prior_std = prior_std
         self.points_per_example = points_per_example
@@ -39,8 +48,9 @@ class AutoDecoder(nn.Module):
         self.latents = nn.Embedding(num_examples, self.latent_dim)
         nn.init.normal_(self.latents.weight, std=prior_std)
 
-    def sample_latents(self, n: int, generator: torch.Generator | None = None,
-                       device: torch.device | str | None = None) -> torch.Tensor:
+    def sample_latents(
+        self, n: int, generator: torch.Generator | None = None, device: torch.device | str | None = None
+    ) -> torch.Tensor:
         """n draws of z ~ N(0, prior_std^2), the prior that sampling new functions relies on."""
         return self.decoder.sample_latents(n, generator, device) * self.prior_std
 
@@ -48,13 +58,15 @@ class AutoDecoder(nn.Module):
         """Features ``[B, N, k]`` of the functions of latents ``z`` (prior units) at ``coords``."""
         return self.decoder(z / self.prior_std, coords)
 
-    def evaluate(self, z: torch.Tensor, coords: torch.Tensor, chunk_points: int = 65536,
-                 chunk_batch: int = 16) -> torch.Tensor:
+    def evaluate(
+        self, z: torch.Tensor, coords: torch.Tensor, chunk_points: int = 65536, chunk_batch: int = 16
+    ) -> torch.Tensor:
         """Chunked, gradient-free :meth:`forward` into a float32 CPU tensor (FunctionDistribution.evaluate)."""
         return self.decoder.evaluate(z / self.prior_std, coords, chunk_points, chunk_batch)
 
-    def loss(self, example_idx: torch.Tensor, coords: torch.Tensor,
-             features: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss(
+        self, example_idx: torch.Tensor, coords: torch.Tensor, features: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """MAP loss of App. B.1 for examples ``example_idx [B]`` observed at ``coords`` with ``features [B, K, k]``.
 
         With a Gaussian likelihood of variance 1/2, -log p(s|z) - log p(z) for one example of n points and k
@@ -67,6 +79,6 @@ class AutoDecoder(nn.Module):
         z = self.latents(example_idx)
         recon = F.mse_loss(self(z, coords), features)
         sq = z.pow(2).sum(dim=1)
-        prior = (sq / (2.0 * self.prior_std ** 2 * self.points_per_example * features.shape[-1])).mean()
+        prior = (sq / (2.0 * self.prior_std**2 * self.points_per_example * features.shape[-1])).mean()
         parts = {"recon": recon.detach(), "prior": prior.detach(), "latent_norm": sq.sqrt().mean().detach()}
         return recon + prior, parts

@@ -21,15 +21,22 @@ def pick_device(name: str = "auto") -> torch.device:
         raise NfdError(f"unknown device '{name}' (use auto, cpu, cuda or cuda:N)") from None
 
 
-def build_generator(cfg: Config, coord_dim: int, feature_dim: int, num_examples: int = 0,
-                    points_per_example: int = 0) -> nn.Module:
+def build_generator(
+    cfg: Config, coord_dim: int, feature_dim: int, num_examples: int = 0, points_per_example: int = 0
+) -> nn.Module:
     """The NFD (GAN runs) or the auto-decoder (which also holds one latent per training example and needs the
     number of points of a full example to weigh its prior term)."""
     if cfg.train.model == "autodecoder":
         from nfd.models.autodecoder import AutoDecoder
 
-        return AutoDecoder(num_examples, coord_dim, feature_dim, cfg.generator,
-                           prior_std=cfg.train.autodecoder_prior_std, points_per_example=points_per_example)
+        return AutoDecoder(
+            num_examples,
+            coord_dim,
+            feature_dim,
+            cfg.generator,
+            prior_std=cfg.train.autodecoder_prior_std,
+            points_per_example=points_per_example,
+        )
     from nfd.models.hypernetwork import FunctionDistribution
 
     return FunctionDistribution(coord_dim, feature_dim, cfg.generator)

@@ -26,8 +26,11 @@ class ConvDiscriminator(nn.Module):
         layers: list[nn.Module] = []
         width = feature_dim
         for c in cfg.channels:
-            layers += [conv(width, c, 4, stride=2, padding=1),
-                       norm(c) if cfg.batchnorm else nn.Identity(), nn.LeakyReLU(cfg.leaky_slope)]
+            layers += [
+                conv(width, c, 4, stride=2, padding=1),
+                norm(c) if cfg.batchnorm else nn.Identity(),
+                nn.LeakyReLU(cfg.leaky_slope),
+            ]
             width = c
         self.body = nn.Sequential(*layers)
         self.final = conv(width, 1, 3, padding=1)

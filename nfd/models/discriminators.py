@@ -31,18 +31,19 @@ class PointConvDiscriminator(nn.Module):
     def __init__(self, coord_dim: int, feature_dim: int, cfg: DiscriminatorConfig) -> None:
         super().__init__()
         self.coord_dim = coord_dim
-        default_k = cfg.neighbours or 3 ** coord_dim
+        default_k = cfg.neighbours or 3**coord_dim
         layers = parse_layers(cfg)
         self.level_specs = tuple((mode, k or default_k) for mode, _, k in layers)
         """(mode, neighbours) of every level, the plan's settings."""
-        self.keep_fraction = 1.0 / 2 ** coord_dim
+        self.keep_fraction = 1.0 / 2**coord_dim
         self.p = cfg.norm_p
         self.convs = nn.ModuleList()
         self.norms = nn.ModuleList()
         width = feature_dim
         for _, c, _ in layers:
-            self.convs.append(PointConv(coord_dim, width, c, cfg.weight_hidden, cfg.weightnet_batchnorm,
-                                        cfg.leaky_slope))
+            self.convs.append(
+                PointConv(coord_dim, width, c, cfg.weight_hidden, cfg.weightnet_batchnorm, cfg.leaky_slope)
+            )
             self.norms.append(nn.BatchNorm1d(c) if cfg.batchnorm else nn.Identity())
             width = c
         self.act = nn.LeakyReLU(cfg.leaky_slope)
@@ -52,8 +53,9 @@ class PointConvDiscriminator(nn.Module):
         """The neighbour plan for these coordinates, from the process-wide content-keyed cache."""
         return plan_cache.get(coords, self.level_specs, self.p, self.keep_fraction)
 
-    def forward(self, coords: Tensor, features: Tensor, plan: NeighbourPlan | None = None,
-                naive: bool = False) -> Tensor:
+    def forward(
+        self, coords: Tensor, features: Tensor, plan: NeighbourPlan | None = None, naive: bool = False
+    ) -> Tensor:
         """Logits ``[B]``. ``naive=True`` re-plans with brute-force kNN and uses :func:`pointconv_naive`: the
         reference path of the benchmark."""
         if naive:
@@ -109,8 +111,7 @@ class SetDiscriminator(nn.Module):
         enc = EncodingConfig(num_frequencies=cfg.set_num_frequencies, scale=cfg.set_scale)
         self.gamma_x = make_encoding(coord_dim, enc)
         self.gamma_y = make_encoding(feature_dim, enc)
-        self.phi = _mlp([self.gamma_x.out_dim + self.gamma_y.out_dim, *cfg.set_hidden], cfg.leaky_slope,
-                        last_act=True)
+        self.phi = _mlp([self.gamma_x.out_dim + self.gamma_y.out_dim, *cfg.set_hidden], cfg.leaky_slope, last_act=True)
         self.rho = _mlp([cfg.set_hidden[-1], *cfg.set_hidden, 1], cfg.leaky_slope, last_act=False)
 
     def plan(self, coords: Tensor) -> None:
@@ -124,8 +125,9 @@ class SetDiscriminator(nn.Module):
         e = torch.cat([self.gamma_x(coords.to(features.dtype)), self.gamma_y(features)], dim=-1)
         return self.phi(e).sum(dim=1) / math.sqrt(features.shape[1])
 
-    def forward(self, coords: Tensor, features: Tensor, plan: NeighbourPlan | None = None,
-                naive: bool = False) -> Tensor:
+    def forward(
+        self, coords: Tensor, features: Tensor, plan: NeighbourPlan | None = None, naive: bool = False
+    ) -> Tensor:
         """Logits ``[B]``; ``plan`` and ``naive`` are accepted for interface parity and ignored."""
         return self.rho(self.pool(coords, features)).reshape(-1)
 

@@ -27,12 +27,19 @@ class FourierFeatures(nn.Module):
     out_mean_square = 0.5
     """cos^2 + sin^2 = 1 for every frequency, so the 2m outputs have mean square exactly 1/2 at every x."""
 
-    def __init__(self, in_dim: int, num_frequencies: int, scale: float, learnable: bool = False,
-                 generator: torch.Generator | None = None) -> None:
+    def __init__(
+        self,
+        in_dim: int,
+        num_frequencies: int,
+        scale: float,
+        learnable: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> None:
         super().__init__()
         if in_dim < 1 or num_frequencies < 1:
-            raise ValueError(f"FourierFeatures needs in_dim >= 1 and num_frequencies >= 1, got {in_dim}, "
-                             f"{num_frequencies}")
+            raise ValueError(
+                f"FourierFeatures needs in_dim >= 1 and num_frequencies >= 1, got {in_dim}, {num_frequencies}"
+            )
         if scale <= 0:
             raise ValueError(f"FourierFeatures needs scale > 0, got {scale}")
         device = generator.device if generator is not None else None
@@ -80,8 +87,9 @@ class IdentityEncoding(nn.Module):
         return x
 
 
-def make_encoding(in_dim: int, cfg: EncodingConfig,
-                  generator: torch.Generator | None = None) -> FourierFeatures | IdentityEncoding:
+def make_encoding(
+    in_dim: int, cfg: EncodingConfig, generator: torch.Generator | None = None
+) -> FourierFeatures | IdentityEncoding:
     """The encoding a config asks for: identity when ``cfg.num_frequencies == 0``, RFF otherwise."""
     if cfg.num_frequencies < 0:
         raise ValueError(f"encoding.num_frequencies must be >= 0, got {cfg.num_frequencies}")

@@ -81,7 +81,7 @@ def per_example_mlp(params: torch.Tensor, x: torch.Tensor, shape: MLPShape, slop
     outs = []
     for n in range(params.shape[0]):
         h = x[0] if x.shape[0] == 1 else x[n]
-        layers = list(_layers(params[n:n + 1], shape))
+        layers = list(_layers(params[n : n + 1], shape))
         for k, (W, b) in enumerate(layers):
             h = F.linear(h, W[0], b[0])
             if k < len(layers) - 1:

@@ -38,7 +38,7 @@ def hyperfan_in_variances(shape: MLPShape, slope: float, in_mean_square: float) 
     """Target variance over z of every entry of theta (flat layout of nfd.models.function), see the module docstring."""
     parts = []
     for k, (o, i) in enumerate(shape.layer_shapes):
-        m = in_mean_square if k == 0 else (1.0 + slope ** 2) / 2.0
+        m = in_mean_square if k == 0 else (1.0 + slope**2) / 2.0
         parts.append(torch.full((o * i,), 1.0 / ((i + 1) * m)))
         parts.append(torch.full((o,), 1.0 / (i + 1)))
     return torch.cat(parts)
@@ -47,8 +47,15 @@ def hyperfan_in_variances(shape: MLPShape, slope: float, in_mean_square: float) 
 class HyperNetwork(nn.Module):
     """g_phi: an MLP ``z [n, latent_dim] -> theta [n, P]`` with LeakyReLU hidden layers (App. A.2: 256, 512)."""
 
-    def __init__(self, latent_dim: int, hidden: Sequence[int], shape: MLPShape, slope: float,
-                 in_mean_square: float, init: str = "pytorch") -> None:
+    def __init__(
+        self,
+        latent_dim: int,
+        hidden: Sequence[int],
+        shape: MLPShape,
+        slope: float,
+        in_mean_square: float,
+        init: str = "pytorch",
+    ) -> None:
         super().__init__()
         if init not in ("pytorch", "hyperfan_in"):
             raise ValueError(f"unknown hypernetwork init '{init}' (known: pytorch, hyperfan_in)")
@@ -83,14 +90,16 @@ class FunctionDistribution(nn.Module):
         self.shape = MLPShape(self.encoding.out_dim, tuple(cfg.hidden), feature_dim)
         self.latent_dim = cfg.latent_dim
         self.slope = cfg.leaky_slope
-        self.hypernet = HyperNetwork(cfg.latent_dim, cfg.hyper_hidden, self.shape, cfg.leaky_slope,
-                                     self.encoding.out_mean_square, cfg.init)
+        self.hypernet = HyperNetwork(
+            cfg.latent_dim, cfg.hyper_hidden, self.shape, cfg.leaky_slope, self.encoding.out_mean_square, cfg.init
+        )
 
     def _device(self) -> torch.device:
         return self.hypernet.head.weight.device
 
-    def sample_latents(self, n: int, generator: torch.Generator | None = None,
-                       device: torch.device | str | None = None) -> torch.Tensor:
+    def sample_latents(
+        self, n: int, generator: torch.Generator | None = None, device: torch.device | str | None = None
+    ) -> torch.Tensor:
         """n draws of z ~ N(0, I), on ``device`` (default: the model's); drawn on the generator's own device."""
         device = device if device is not None else self._device()
         src = generator.device if generator is not None else device
@@ -105,8 +114,10 @@ class FunctionDistribution(nn.Module):
         if coords.dim() == 2:
             coords = coords.unsqueeze(0)
         if coords.dim() != 3 or coords.shape[0] not in (1, batch) or coords.shape[-1] != self.encoding.in_dim:
-            raise ValueError(f"coords must be [N, {self.encoding.in_dim}] or [{batch}, N, {self.encoding.in_dim}], "
-                             f"got {list(coords.shape)}")
+            raise ValueError(
+                f"coords must be [N, {self.encoding.in_dim}] or [{batch}, N, {self.encoding.in_dim}], "
+                f"got {list(coords.shape)}"
+            )
         return self.encoding(coords)
 
     def forward(self, z: torch.Tensor, coords: torch.Tensor, naive: bool = False) -> torch.Tensor:
@@ -121,8 +132,9 @@ class FunctionDistribution(nn.Module):
         return mlp(params, x, self.shape, self.slope)
 
     @torch.no_grad()
-    def evaluate(self, z: torch.Tensor, coords: torch.Tensor, chunk_points: int = 65536,
-                 chunk_batch: int = 16) -> torch.Tensor:
+    def evaluate(
+        self, z: torch.Tensor, coords: torch.Tensor, chunk_points: int = 65536, chunk_batch: int = 16
+    ) -> torch.Tensor:
         """:meth:`forward` for large grids: a float32 CPU tensor ``[B, N, k]``, computed in chunks.
 
         Memory on the model's device is bounded by ``chunk_batch x chunk_points`` hidden activations (16 x 65536 x

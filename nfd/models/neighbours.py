@@ -59,8 +59,9 @@ def _knn_kdtree(query: Tensor, points: Tensor, k: int, p: float) -> Tensor:
         _, idx = cKDTree(x).query(q, k=k, p=p, workers=-1)
         out = np.asarray(idx).reshape(q.shape[0], k)
     else:
-        out = np.stack([np.asarray(cKDTree(xb).query(qb, k=k, p=p, workers=-1)[1]).reshape(qb.shape[0], k)
-                        for qb, xb in zip(q, x)])
+        out = np.stack(
+            [np.asarray(cKDTree(xb).query(qb, k=k, p=p, workers=-1)[1]).reshape(qb.shape[0], k) for qb, xb in zip(q, x)]
+        )
     return torch.from_numpy(out.astype(np.int64)).to(points.device)
 
 
@@ -71,7 +72,7 @@ def _knn_torch(query: Tensor, points: Tensor, k: int, p: float) -> Tensor:
     parts = []
     for start in range(0, q.shape[1], rows):
         # The matmul shortcut for l2 loses digits and reorders near-ties; the direct form is exact enough.
-        dist = torch.cdist(q[:, start:start + rows], x, p=p, compute_mode="donot_use_mm_for_euclid_dist")
+        dist = torch.cdist(q[:, start : start + rows], x, p=p, compute_mode="donot_use_mm_for_euclid_dist")
         parts.append(torch.topk(dist, k, dim=-1, largest=False, sorted=True).indices)
     idx = torch.cat(parts, dim=1)
     return idx[0] if squeeze else idx
@@ -88,8 +89,10 @@ def knn(query: Tensor, points: Tensor, k: int, p: float = 2.0, backend: str = "a
     _check_p(p)
     _check_k(k, points.shape[-2])
     if query.dim() != points.dim() or query.dim() not in (2, 3) or query.shape[-1] != points.shape[-1]:
-        raise ValueError(f"knn expects query [M, d] / points [N, d] or batched [B, M, d] / [B, N, d], "
-                         f"got {tuple(query.shape)} and {tuple(points.shape)}")
+        raise ValueError(
+            f"knn expects query [M, d] / points [N, d] or batched [B, M, d] / [B, N, d], "
+            f"got {tuple(query.shape)} and {tuple(points.shape)}"
+        )
     if backend == "auto":
         backend = "kdtree" if points.device.type == "cpu" else "torch"
     if backend == "kdtree":
@@ -125,12 +128,15 @@ def _rerank(query: Tensor, points: Tensor, cand: Tensor, k: int, p: float) -> tu
     """The ``k`` nearest of the candidate indices ``cand [M, S]`` by :func:`_pow_distance`, exact ties going to the
     lower index; also whether each query's candidates provably hold every point as near as its k-th neighbour."""
     cand = cand.sort(dim=-1).values
-    key = _pow_distance(points[cand] - query.unsqueeze(-2), p)                      # [M, S]
+    key = _pow_distance(points[cand] - query.unsqueeze(-2), p)  # [M, S]
     order = torch.argsort(key, dim=-1, stable=True)
-    kth = torch.gather(key, -1, order[..., k - 1:k]).squeeze(-1)
+    kth = torch.gather(key, -1, order[..., k - 1 : k]).squeeze(-1)
     farthest = key.amax(dim=-1)
-    complete = farthest > kth * (1.0 + 1e-9) + 1e-300 if cand.shape[-1] < points.shape[0] else \
-        torch.ones_like(kth, dtype=torch.bool)
+    complete = (
+        farthest > kth * (1.0 + 1e-9) + 1e-300
+        if cand.shape[-1] < points.shape[0]
+        else torch.ones_like(kth, dtype=torch.bool)
+    )
     return torch.gather(cand, -1, order[..., :k]), complete
 
 
@@ -201,8 +207,8 @@ class OffsetGroups:
 
     On a grid, and on points taken from a grid, the same few offsets recur across the whole level (64^2 images: 74
     distinct offsets among the 9,216 pairs of the second level), so a PointConv needs its weight matrix W(u) once per
-    distinct u instead of once per pair (see :meth:`nfd.models.pointconv.PointConv.forward_grouped`). Offsets equal up to
-    rounding (16 units in the last place of the coordinates) share a group.
+    distinct u instead of once per pair (see :meth:`nfd.models.pointconv.PointConv.forward_grouped`). Offsets equal up
+    to rounding (16 units in the last place of the coordinates) share a group.
     """
 
     pair_group: Tensor
@@ -289,8 +295,7 @@ class NeighbourPlan:
 _MODES = ("pool", "conv", "strided")
 
 
-def _plan_one(coords: Tensor, levels: list[LevelSpec], p: float, keep_fraction: float,
-              backend: str) -> NeighbourPlan:
+def _plan_one(coords: Tensor, levels: list[LevelSpec], p: float, keep_fraction: float, backend: str) -> NeighbourPlan:
     out = []
     cur = coords
     for mode, k in levels:
@@ -321,8 +326,9 @@ def _stack(parts: list[Tensor | None]) -> Tensor | None:
 
 
 @torch.no_grad()
-def build_plan(coords: Tensor, levels: Sequence[LevelSpec], p: float = 2.0, keep_fraction: float = 0.25,
-               backend: str = "auto") -> NeighbourPlan:
+def build_plan(
+    coords: Tensor, levels: Sequence[LevelSpec], p: float = 2.0, keep_fraction: float = 0.25, backend: str = "auto"
+) -> NeighbourPlan:
     """Plan the discriminator ``levels`` (see :class:`PlanLevel`) and the final PointConv over shared ``[N, d]`` or
     per-example ``[B, N, d]`` coordinates.
 
@@ -340,11 +346,24 @@ def build_plan(coords: Tensor, levels: Sequence[LevelSpec], p: float = 2.0, keep
     if coords.dim() != 3:
         raise ValueError(f"coordinates must be [N, d] or [B, N, d], got {tuple(coords.shape)}")
     plans = [_plan_one(c, levels, p, keep_fraction, backend) for c in coords]
-    stacked = [PlanLevel(levels[i][0], **{f.name: _stack([getattr(pl.levels[i], f.name) for pl in plans])
-                                          for f in fields(PlanLevel) if f.init and f.name not in ("mode", "coord_scale")},
-                         coord_scale=max(pl.levels[i].coord_scale for pl in plans)) for i in range(len(levels))]
-    return NeighbourPlan(stacked, torch.stack([pl.final_idx for pl in plans]),
-                         torch.stack([pl.final_offsets for pl in plans]), shared=False)
+    stacked = [
+        PlanLevel(
+            levels[i][0],
+            **{
+                f.name: _stack([getattr(pl.levels[i], f.name) for pl in plans])
+                for f in fields(PlanLevel)
+                if f.init and f.name not in ("mode", "coord_scale")
+            },
+            coord_scale=max(pl.levels[i].coord_scale for pl in plans),
+        )
+        for i in range(len(levels))
+    ]
+    return NeighbourPlan(
+        stacked,
+        torch.stack([pl.final_idx for pl in plans]),
+        torch.stack([pl.final_offsets for pl in plans]),
+        shared=False,
+    )
 
 
 class PlanCache:
@@ -365,8 +384,9 @@ class PlanCache:
         digest = hashlib.blake2b(coords.detach().cpu().contiguous().numpy().tobytes(), digest_size=16).hexdigest()
         return (tuple(coords.shape), str(coords.dtype), str(coords.device), digest, *settings)
 
-    def get(self, coords: Tensor, levels: Sequence[LevelSpec], p: float = 2.0,
-            keep_fraction: float = 0.25) -> NeighbourPlan:
+    def get(
+        self, coords: Tensor, levels: Sequence[LevelSpec], p: float = 2.0, keep_fraction: float = 0.25
+    ) -> NeighbourPlan:
         """The cached plan for these coordinates and settings, building it on a miss."""
         levels = tuple((str(m), int(k)) for m, k in levels)
         key = self.key(coords, levels, float(p), float(keep_fraction))

@@ -13,11 +13,11 @@ more savings, used by :meth:`PointConv.forward_shared` and the discriminator's f
   this costs ``B k Cin Cout + k Cin Cout mid`` multiply-adds against ``B (k Cin mid + Cin mid Cout)`` for the
   factored form: fewer whenever k < mid (the 2D presets: k = 9, mid = 16, about 40% fewer), more in 3D (k = 27).
   :meth:`PointConv.shared_strategy` picks the cheaper one per layer.
-* Weights per distinct offset. On grids the same offsets recur across a level (:class:`nfd.models.neighbours.OffsetGroups`),
-  so W(u) is needed once per distinct offset u, and each group's pairs form one tall product
-  ``[pairs * B, Cin] @ W(u)`` (:meth:`PointConv.forward_grouped`): the multiply-adds of the materialised form without
-  a ``[M, k * Cin, Cout]`` tensor per query, whose gradient (the same size again, from products with only B rows)
-  dominated the backward pass. Worth it when the groups are large and Cin is not tiny (see
+* Weights per distinct offset. On grids the same offsets recur across a level
+  (:class:`nfd.models.neighbours.OffsetGroups`), so W(u) is needed once per distinct offset u, and each group's pairs
+  form one tall product ``[pairs * B, Cin] @ W(u)`` (:meth:`PointConv.forward_grouped`): the multiply-adds of the
+  materialised form without a ``[M, k * Cin, Cout]`` tensor per query, whose gradient (the same size again, from
+  products with only B rows) dominated the backward pass. Worth it when the groups are large and Cin is not tiny (see
   :meth:`PointConv.shared_strategy`).
 * Points-major activations ``[N, B, C]``: gathering neighbours is then a row gather of ``[N, B * C]`` (contiguous
   blocks), the factored contraction is one ``bmm`` over the queries with no permuted copies, and average pooling is
@@ -55,8 +55,9 @@ def pooling_matrix(nbr_idx: Tensor, num_points: int, dtype: torch.dtype) -> Tens
     m, k = nbr_idx.shape
     rows = torch.arange(m, device=nbr_idx.device).repeat_interleave(k)
     values = torch.full((m * k,), 1.0 / k, dtype=dtype, device=nbr_idx.device)
-    return torch.sparse_coo_tensor(torch.stack([rows, nbr_idx.reshape(-1)]), values, (m, num_points),
-                                   check_invariants=False).coalesce()
+    return torch.sparse_coo_tensor(
+        torch.stack([rows, nbr_idx.reshape(-1)]), values, (m, num_points), check_invariants=False
+    ).coalesce()
 
 
 def avg_pool_points_major(features: Tensor, nbr_idx: Tensor) -> Tensor:
@@ -108,8 +109,15 @@ class PointConv(nn.Module):
     batch and :meth:`forward_shared` is used; per-example ones (``[B, M, k]``, ``[B, M, k, d]``) are also accepted.
     """
 
-    def __init__(self, coord_dim: int, in_ch: int, out_ch: int, weight_hidden: list[int], batchnorm: bool = True,
-                 slope: float = 0.2) -> None:
+    def __init__(
+        self,
+        coord_dim: int,
+        in_ch: int,
+        out_ch: int,
+        weight_hidden: list[int],
+        batchnorm: bool = True,
+        slope: float = 0.2,
+    ) -> None:
         super().__init__()
         self.in_ch, self.out_ch = in_ch, out_ch
         self.weight_net = WeightNet(coord_dim, weight_hidden, batchnorm, slope)
@@ -147,11 +155,17 @@ class PointConv(nn.Module):
         weights = batch * k * c * o + k * c * o * j
         return "weights" if weights < factored else "factored"
 
-    def forward_shared(self, features: Tensor, nbr_idx: Tensor, offsets: Tensor, points_major: bool,
-                       groups: Callable[[], OffsetGroups] | None = None) -> Tensor:
+    def forward_shared(
+        self,
+        features: Tensor,
+        nbr_idx: Tensor,
+        offsets: Tensor,
+        points_major: bool,
+        groups: Callable[[], OffsetGroups] | None = None,
+    ) -> Tensor:
         """PointConv on neighbourhoods shared by the batch: ``nbr_idx [M, k]``, ``offsets [M, k, d]`` (and a
-        function returning their offset ``groups``, if known); features ``[N, B, Cin]`` if ``points_major`` else ``[B, N, Cin]``. Returns
-        points-major ``[M, B, Cout]``.
+        function returning their offset ``groups``, if known); features ``[N, B, Cin]`` if ``points_major`` else
+        ``[B, N, Cin]``. Returns points-major ``[M, B, Cout]``.
 
         Same numbers as :meth:`forward` up to rounding, by every strategy (module docstring). Inputs in the other
         layout are transposed first (cheap where used: the pooled activations, or the raw features).
@@ -160,21 +174,21 @@ class PointConv(nn.Module):
         b = features.shape[1] if points_major else features.shape[0]
         c, o, j = self.in_ch, self.out_ch, self.mid
         strategy = self.shared_strategy(b, k, groups)
-        h = self.weight_net(offsets.to(features.dtype))            # [M, k, mid], once for the batch
+        h = self.weight_net(offsets.to(features.dtype))  # [M, k, mid], once for the batch
         if strategy == "grouped":
             assert groups is not None
             return self.forward_grouped(features if points_major else features.transpose(0, 1), h, m, groups())
         if strategy == "weights":
-            x = features.transpose(0, 1).contiguous() if points_major else features            # [B, N, Cin]
+            x = features.transpose(0, 1).contiguous() if points_major else features  # [B, N, Cin]
             # W[m, (k, c), o] = sum_j L[o, c * mid + j] h[m, k, j]: one product, shared by the batch.
             lin = self.linear.weight.view(o, c, j).permute(2, 1, 0).reshape(j, c * o)
             w = torch.mm(h.reshape(m * k, j), lin).view(m, k * c, o)
-            g = x.index_select(1, nbr_idx.reshape(-1)).view(b, m, k * c)                      # [B, M, k * Cin]
-            return torch.baddbmm(self.linear.bias.view(1, 1, o), g.transpose(0, 1), w)         # [M, B, Cout]
+            g = x.index_select(1, nbr_idx.reshape(-1)).view(b, m, k * c)  # [B, M, k * Cin]
+            return torch.baddbmm(self.linear.bias.view(1, 1, o), g.transpose(0, 1), w)  # [M, B, Cout]
         x = features if points_major else features.transpose(0, 1)
         n = x.shape[0]
-        g = x.reshape(n, b * c).index_select(0, nbr_idx.reshape(-1)).view(m, k, b * c)          # [M, k, B * Cin]
-        z = torch.bmm(g.transpose(1, 2), h)                        # [M, B * Cin, mid] = [M * B, Cin * mid] rows
+        g = x.reshape(n, b * c).index_select(0, nbr_idx.reshape(-1)).view(m, k, b * c)  # [M, k, B * Cin]
+        z = torch.bmm(g.transpose(1, 2), h)  # [M, B * Cin, mid] = [M * B, Cin * mid] rows
         return nn.functional.linear(z.view(m * b, c * j), self.linear.weight, self.linear.bias).view(m, b, o)
 
     def forward_grouped(self, x: Tensor, h: Tensor, m: int, groups: OffsetGroups) -> Tensor:
@@ -186,11 +200,11 @@ class PointConv(nn.Module):
         h_group = h.new_zeros(len(groups.sizes), j).index_add(0, groups.pair_group, h.reshape(-1, j))
         h_group = h_group / groups.counts.to(h.dtype).unsqueeze(1)
         lin = self.linear.weight.view(o, c, j).permute(2, 1, 0).reshape(j, c * o)
-        weights = torch.mm(h_group, lin).view(-1, c, o).unbind(0)                    # W(u) [Cin, Cout] per group
+        weights = torch.mm(h_group, lin).view(-1, c, o).unbind(0)  # W(u) [Cin, Cout] per group
         gathered = x.reshape(n, b * c).index_select(0, groups.src).split(groups.sizes)  # backward: one cat
-        out = x.new_zeros(m, b * o, dtype=weights[0].dtype)       # the products' dtype (bf16 under autocast)
+        out = x.new_zeros(m, b * o, dtype=weights[0].dtype)  # the products' dtype (bf16 under autocast)
         for rows, xs, w in zip(groups.rows.split(groups.sizes), gathered, weights):
-            out.index_add_(0, rows, torch.mm(xs.view(-1, c), w).view(-1, b * o))     # [pairs, B * Cout]
+            out.index_add_(0, rows, torch.mm(xs.view(-1, c), w).view(-1, b * o))  # [pairs, B * Cout]
         return (out.view(m, b, o) + self.linear.bias).to(out.dtype)
 
     def forward(self, features: Tensor, nbr_idx: Tensor, offsets: Tensor) -> Tensor:
@@ -198,8 +212,8 @@ class PointConv(nn.Module):
             return self.forward_shared(features, nbr_idx, offsets, points_major=False).transpose(0, 1)
         b = features.shape[0]
         m = nbr_idx.shape[-2]
-        h = self.weight_net(offsets.to(features.dtype))            # [(B,) M, k, mid]
-        g = gather_neighbours(features, nbr_idx)                   # [B, M, k, Cin]
+        h = self.weight_net(offsets.to(features.dtype))  # [(B,) M, k, mid]
+        g = gather_neighbours(features, nbr_idx)  # [B, M, k, Cin]
         # Sum over the k neighbours of f_i h_i^T -> [B, M, Cin, mid]; einsum avoids materialising h per example.
         z = torch.einsum("bmkc,mkj->bmcj" if h.dim() == 3 else "bmkc,bmkj->bmcj", g, h)
         return self.linear(z.reshape(b, m, self.in_ch * self.mid))
@@ -213,9 +227,9 @@ def pointconv_naive(conv: PointConv, features: Tensor, nbr_idx: Tensor, offsets:
     """
     b = features.shape[0]
     m, k = nbr_idx.shape[-2:]
-    h = conv.weight_net(offsets.to(features.dtype))                          # [(B,) M, k, mid]
+    h = conv.weight_net(offsets.to(features.dtype))  # [(B,) M, k, mid]
     lin = conv.linear.weight.view(conv.out_ch, conv.in_ch, conv.mid)
-    w = torch.einsum("ocj,...j->...oc", lin, h)                             # [(B,) M, k, Cout, Cin]
+    w = torch.einsum("ocj,...j->...oc", lin, h)  # [(B,) M, k, Cout, Cin]
     # Laid out once as [(B,) M, Cout, k * Cin], so that each example's sum over its neighbours is one batched product
     # whose backward uses W transposed in place: a per-example copy of W, kept by R1's double backward, would make
     # this reference's memory grow by |W| per example.
@@ -224,6 +238,6 @@ def pointconv_naive(conv: PointConv, features: Tensor, nbr_idx: Tensor, offsets:
     for i in range(b):
         idx = nbr_idx if nbr_idx.dim() == 2 else nbr_idx[i]
         wi = w if w.dim() == 3 else w[i]
-        f = features[i][idx].reshape(m, k * conv.in_ch, 1)                   # [M, k * Cin, 1]
+        f = features[i][idx].reshape(m, k * conv.in_ch, 1)  # [M, k * Cin, 1]
         outs.append(torch.bmm(wi, f).squeeze(-1) + conv.linear.bias)
     return torch.stack(outs)

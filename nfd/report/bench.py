@@ -22,8 +22,8 @@ from typing import Any
 import torch
 
 from nfd import ENV_SET_BY_NFD, RUNTIME_ENV
-from nfd.config import Config, PRESETS, resolve, to_dict
 from nfd.cli import verb_help
+from nfd.config import PRESETS, Config, resolve, to_dict
 from nfd.errors import NfdError
 from nfd.io import atomic_path
 from nfd.models.build import pick_device
@@ -41,8 +41,7 @@ REFERENCE: dict[str, dict[str, Any]] = {
 2-core CPU machine with 2 threads, idle (code: github.com/EmilienDupont/neural-function-distributions). Compared only
 when batch size and points per step match."""
 
-REFERENCE_SOURCE = ("authors' released code (github.com/EmilienDupont/neural-function-distributions), "
-                    "2 threads, idle")
+REFERENCE_SOURCE = "authors' released code (github.com/EmilienDupont/neural-function-distributions), 2 threads, idle"
 """The ``source`` of a record's ``reference``."""
 
 SAMPLE_RESOLUTIONS = {2: [1024], 3: [128, 256]}
@@ -57,9 +56,16 @@ def _environment(device: torch.device) -> dict[str, Any]:
                 cpu = line.split(":", 1)[1].strip()
                 break
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu
-    return {"device": str(device), "device_name": name, "threads": torch.get_num_threads(),
-            "torch_version": torch.__version__, "cpu": cpu, "cpu_count": os.cpu_count(),
-            "env": {k: os.environ.get(k) for k in RUNTIME_ENV}, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    return {
+        "device": str(device),
+        "device_name": name,
+        "threads": torch.get_num_threads(),
+        "torch_version": torch.__version__,
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "env": {k: os.environ.get(k) for k in RUNTIME_ENV},
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
 
 
 def _setup_process(args: argparse.Namespace) -> tuple[Config, DataShape, torch.device]:
@@ -76,8 +82,22 @@ def _setup_process(args: argparse.Namespace) -> tuple[Config, DataShape, torch.d
 
 
 def _child_argv(args: argparse.Namespace, child: str, out: Path) -> list[str]:
-    argv = [sys.executable, "-m", "nfd", "bench", "--preset", args.preset, "--device", args.device,
-            "--threads", str(args.threads), "--child", child, "--json", str(out)]
+    argv = [
+        sys.executable,
+        "-m",
+        "nfd",
+        "bench",
+        "--preset",
+        args.preset,
+        "--device",
+        args.device,
+        "--threads",
+        str(args.threads),
+        "--child",
+        child,
+        "--json",
+        str(out),
+    ]
     if args.config:
         argv += ["--config", str(args.config)]
     for item in args.set or []:
@@ -110,14 +130,15 @@ def _run_child(args: argparse.Namespace, child: str) -> dict[str, Any]:
         out = Path(tmp) / "child.json"
         env = dict(os.environ)
         if args.no_env_tuning:
-            for k in ENV_SET_BY_NFD:       # set by importing nfd, not by the user
+            for k in ENV_SET_BY_NFD:  # set by importing nfd, not by the user
                 env.pop(k, None)
-            env["NFD_RUNTIME_ENV"] = "0"   # and the child's import of nfd must not set them again
+            env["NFD_RUNTIME_ENV"] = "0"  # and the child's import of nfd must not set them again
         else:
             for k, v in RUNTIME_ENV.items():
                 env.setdefault(k, v)
-        env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[2]),
-                                             *filter(None, [env.get("PYTHONPATH")])])
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(Path(__file__).resolve().parents[2]), *filter(None, [env.get("PYTHONPATH")])]
+        )
         proc = subprocess.run(_child_argv(args, child, out), env=env)
         if proc.returncode != 0 or not out.is_file():
             how = f"killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exit status {proc.returncode}"
@@ -130,10 +151,18 @@ def _run_child_inline(args: argparse.Namespace, child: str) -> dict[str, Any]:
     if child.startswith("sample:"):
         return measure_sample(cfg, shape, device, int(child.split(":")[1]), args.num, args.chunk_points)
     naive = child == "naive"
-    return measure_steps(cfg, shape, device, child, args.naive_steps if naive else args.steps,
-                         args.naive_warmup if naive else args.warmup, amp=args.amp,
-                         compile=args.compile and not naive, gen_scaling=not args.no_gen_scaling,
-                         profile_top=0 if naive else args.profile)
+    return measure_steps(
+        cfg,
+        shape,
+        device,
+        child,
+        args.naive_steps if naive else args.steps,
+        args.naive_warmup if naive else args.warmup,
+        amp=args.amp,
+        compile=args.compile and not naive,
+        gen_scaling=not args.no_gen_scaling,
+        profile_top=0 if naive else args.profile,
+    )
 
 
 def _gb(x: float) -> str:
@@ -147,9 +176,11 @@ def _mode_line(rec: dict[str, Any]) -> str:
     cuda = f", peak CUDA {_gb(rec['peak_cuda_bytes'])}" if rec.get("peak_cuda_bytes") else ""
     cpu = rec.get("cpu_seconds_per_step", {}).get("median")
     cpu_s = f", CPU {cpu:.3f} s" if cpu is not None else ""
-    return (f"  {rec['mode']:5s}: {s['median']:.3f} s/step (median of {len(s['all'])}; min {s['min']:.3f}, max "
-            f"{s['max']:.3f}{cpu_s}), peak RSS {_gb(rec['peak_rss_bytes'])}{cuda}, {flops_text(rec['flops_per_step'])}"
-            f"/step, {rec['gflops_per_s']:.1f} GFLOP/s")
+    return (
+        f"  {rec['mode']:5s}: {s['median']:.3f} s/step (median of {len(s['all'])}; min {s['min']:.3f}, max "
+        f"{s['max']:.3f}{cpu_s}), peak RSS {_gb(rec['peak_rss_bytes'])}{cuda}, {flops_text(rec['flops_per_step'])}"
+        f"/step, {rec['gflops_per_s']:.1f} GFLOP/s"
+    )
 
 
 def bench_steps(args: argparse.Namespace) -> dict[str, Any]:
@@ -161,17 +192,40 @@ def bench_steps(args: argparse.Namespace) -> dict[str, Any]:
     n_total = shape.points_total
     points = cfg.train.num_points if 0 < cfg.train.num_points < n_total else n_total
     rec: dict[str, Any] = {
-        "schema": SCHEMA, "kind": "step", "preset": args.preset, "config": to_dict(cfg), "sets": list(args.set or []),
+        "schema": SCHEMA,
+        "kind": "step",
+        "preset": args.preset,
+        "config": to_dict(cfg),
+        "sets": list(args.set or []),
         **_environment(device),
-        "data": {"coord_dim": shape.coord_dim, "feature_dim": shape.feature_dim, "resolution": shape.resolution,
-                 "points_total": n_total, "points_per_step": points, "batch_size": cfg.train.batch_size},
+        "data": {
+            "coord_dim": shape.coord_dim,
+            "feature_dim": shape.feature_dim,
+            "resolution": shape.resolution,
+            "points_total": n_total,
+            "points_per_step": points,
+            "batch_size": cfg.train.batch_size,
+        },
         "steps": args.naive_steps if args.naive else args.steps,
         "warmup": args.naive_warmup if args.naive else args.warmup,
-        "amp": bool(args.amp), "compile": bool(args.compile), "rss_isolated": not args.in_process,
+        "amp": bool(args.amp),
+        "compile": bool(args.compile),
+        "rss_isolated": not args.in_process,
         "mode": modes[0],
     }
-    for key in ("seconds_per_step", "cpu_seconds_per_step", "peak_rss_bytes", "peak_rss_gb", "peak_cuda_bytes",
-                "flops_per_step", "gflops_per_s", "metrics", "threads", "env", "error"):
+    for key in (
+        "seconds_per_step",
+        "cpu_seconds_per_step",
+        "peak_rss_bytes",
+        "peak_rss_gb",
+        "peak_cuda_bytes",
+        "flops_per_step",
+        "gflops_per_s",
+        "metrics",
+        "threads",
+        "env",
+        "error",
+    ):
         if key in primary:
             rec[key] = primary[key]
     rec["fast"] = results.get("fast")
@@ -187,10 +241,13 @@ def bench_steps(args: argparse.Namespace) -> dict[str, Any]:
     if all(m0):
         rec["step0_max_rel_diff"] = max(abs(m0[0][k] - m0[1][k]) / max(abs(m0[1][k]), 1e-12) for k in m0[0])
     ref = REFERENCE.get(cfg.name)
-    comparable = (ref is not None and ref["batch_size"] == cfg.train.batch_size and ref["points_per_step"] == points
-                  and shape == data_shape(cfg))
-    rec["reference"] = dict(ref, source=REFERENCE_SOURCE) \
-        if comparable else None
+    comparable = (
+        ref is not None
+        and ref["batch_size"] == cfg.train.batch_size
+        and ref["points_per_step"] == points
+        and shape == data_shape(cfg)
+    )
+    rec["reference"] = dict(ref, source=REFERENCE_SOURCE) if comparable else None
     rec["speedup_over_reference"] = rec["rss_fraction_of_reference"] = None
     if comparable and "error" not in primary:
         rec["speedup_over_reference"] = ref["seconds_per_step"] / primary["seconds_per_step"]["median"]
@@ -200,24 +257,32 @@ def bench_steps(args: argparse.Namespace) -> dict[str, Any]:
 
 def print_steps(rec: dict[str, Any]) -> None:
     d = rec["data"]
-    print(f"nfd bench {rec['preset']}: {rec['device']} ({rec['device_name']}), {rec['threads']} threads, batch "
-          f"{d['batch_size']}, {d['points_per_step']} of {d['points_total']} points, d={d['coord_dim']}, "
-          f"k={d['feature_dim']}{', amp' if rec['amp'] else ''}{', compile' if rec['compile'] else ''}")
+    print(
+        f"nfd bench {rec['preset']}: {rec['device']} ({rec['device_name']}), {rec['threads']} threads, batch "
+        f"{d['batch_size']}, {d['points_per_step']} of {d['points_total']} points, d={d['coord_dim']}, "
+        f"k={d['feature_dim']}{', amp' if rec['amp'] else ''}{', compile' if rec['compile'] else ''}"
+    )
     for m in ("fast", "naive"):
         if rec.get(m):
             print(_mode_line(rec[m]))
             for g in rec[m].get("generator", []):
-                print(f"         generator fwd+bwd, batch {g['batch']:4d}: {g['seconds_per_example'] * 1e3:8.2f} "
-                      f"ms/example, {flops_text(g['flops_per_example'])}/example")
+                print(
+                    f"         generator fwd+bwd, batch {g['batch']:4d}: {g['seconds_per_example'] * 1e3:8.2f} "
+                    f"ms/example, {flops_text(g['flops_per_example'])}/example"
+                )
     if rec.get("speedup_over_naive"):
         print(f"  fast/naive time ratio {rec['fast_over_naive']:.3f} (speed-up x{rec['speedup_over_naive']:.1f})")
     if rec.get("step0_max_rel_diff") is not None:
-        print(f"  same first step, fast vs naive: losses agree to {rec['step0_max_rel_diff']:.1e} (largest relative "
-              "difference)")
+        print(
+            f"  same first step, fast vs naive: losses agree to {rec['step0_max_rel_diff']:.1e} (largest relative "
+            "difference)"
+        )
     if rec.get("speedup_over_reference"):
         ref = rec["reference"]
-        print(f"  vs the authors' code ({ref['seconds_per_step']} s/step, {_gb(ref['peak_rss_bytes'])}): "
-              f"x{rec['speedup_over_reference']:.2f} faster, {rec['rss_fraction_of_reference']:.2f} of the peak RSS")
+        print(
+            f"  vs the authors' code ({ref['seconds_per_step']} s/step, {_gb(ref['peak_rss_bytes'])}): "
+            f"x{rec['speedup_over_reference']:.2f} faster, {rec['rss_fraction_of_reference']:.2f} of the peak RSS"
+        )
 
 
 def bench_sample(args: argparse.Namespace) -> dict[str, Any]:
@@ -225,22 +290,36 @@ def bench_sample(args: argparse.Namespace) -> dict[str, Any]:
     res_list = args.sample_resolution or SAMPLE_RESOLUTIONS[shape.coord_dim]
     run = _run_child_inline if args.in_process else _run_child
     results = [dict(run(args, f"sample:{r}"), resolution=r) for r in res_list]
-    return {"schema": SCHEMA, "kind": "sample", "preset": args.preset, "config": to_dict(cfg),
-            "sets": list(args.set or []), **_environment(device), "coord_dim": shape.coord_dim,
-            "feature_dim": shape.feature_dim, "num": args.num, "chunk_points": args.chunk_points,
-            "rss_isolated": not args.in_process, "results": results}
+    return {
+        "schema": SCHEMA,
+        "kind": "sample",
+        "preset": args.preset,
+        "config": to_dict(cfg),
+        "sets": list(args.set or []),
+        **_environment(device),
+        "coord_dim": shape.coord_dim,
+        "feature_dim": shape.feature_dim,
+        "num": args.num,
+        "chunk_points": args.chunk_points,
+        "rss_isolated": not args.in_process,
+        "results": results,
+    }
 
 
 def print_sample(rec: dict[str, Any]) -> None:
-    print(f"nfd bench {rec['preset']} --sample: {rec['device']}, {rec['threads']} threads, {rec['num']} functions, "
-          f"chunks of {rec['chunk_points']} points")
+    print(
+        f"nfd bench {rec['preset']} --sample: {rec['device']}, {rec['threads']} threads, {rec['num']} functions, "
+        f"chunks of {rec['chunk_points']} points"
+    )
     for r in rec["results"]:
         if "error" in r:
             print(f"  {r['resolution']}^{rec['coord_dim']}: FAILED: {r['error']}")
             continue
-        print(f"  {r['resolution']}^{rec['coord_dim']}: {r['seconds']:.2f} s ({r['seconds_per_function']:.2f} s per "
-              f"function, {r['gflops_per_s']:.1f} GFLOP/s), peak RSS {_gb(r['peak_rss_bytes'])} (result tensor "
-              f"{_gb(r['output_bytes'])})")
+        print(
+            f"  {r['resolution']}^{rec['coord_dim']}: {r['seconds']:.2f} s ({r['seconds_per_function']:.2f} s per "
+            f"function, {r['gflops_per_s']:.1f} GFLOP/s), peak RSS {_gb(r['peak_rss_bytes'])} (result tensor "
+            f"{_gb(r['output_bytes'])})"
+        )
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -299,46 +378,83 @@ examples:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help=verb_help(__name__), description=DESCRIPTION, epilog=EPILOG,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "bench",
+        help=verb_help(__name__),
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--preset", required=True, help=f"config preset: {', '.join(PRESETS)}")
     p.add_argument("--config", default=None, help="YAML file of overrides applied after the preset")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override a config key, e.g. batch=32 or points=2048 (repeatable)")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. batch=32 or points=2048 (repeatable)",
+    )
     p.add_argument("--steps", type=int, default=3, help="timed steps of the fast path")
-    p.add_argument("--warmup", type=int, default=1,
-                   help="untimed steps before them; the first also counts the FLOPs")
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps before them; the first also counts the FLOPs")
     p.add_argument("--naive", action="store_true", help="measure only the naive reference path")
     p.add_argument("--no-naive", action="store_true", help="measure only the fast path (no naive comparison)")
     p.add_argument("--naive-steps", type=int, default=1, help="timed steps of the naive path")
     p.add_argument("--naive-warmup", type=int, default=1, help="untimed naive steps before them")
     p.add_argument("--json", default=None, metavar="FILE", help="write the record (one JSON object) here")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
-    p.add_argument("--threads", type=int, default=0,
-                   help="torch CPU threads (default: train.threads if set, else torch's default, the core count)")
-    p.add_argument("--compile", action="store_true",
-                   help="torch.compile the generator (D is run eagerly: R1 needs a double backward, which compiled "
-                        "graphs do not support)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch CPU threads (default: train.threads if set, else torch's default, the core count)",
+    )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the generator (D is run eagerly: R1 needs a double backward, which compiled "
+        "graphs do not support)",
+    )
     p.add_argument("--amp", action="store_true", help="bf16 autocast for the forward passes (CUDA; CPU with bf16)")
-    p.add_argument("--no-gen-scaling", action="store_true",
-                   help="skip timing the generator alone at 1/4, 1/2 and all of the batch")
-    p.add_argument("--profile", type=int, default=0, metavar="N",
-                   help="profile one extra fast step with torch.profiler and print the top N ops by self time")
+    p.add_argument(
+        "--no-gen-scaling", action="store_true", help="skip timing the generator alone at 1/4, 1/2 and all of the batch"
+    )
+    p.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="profile one extra fast step with torch.profiler and print the top N ops by self time",
+    )
     p.add_argument("--dim", type=int, default=None, help="override the coordinate dimension d of the data")
     p.add_argument("--features", type=int, default=None, help="override the feature dimension k of the data")
     p.add_argument("--resolution", type=int, default=None, help="override the grid resolution of the data")
-    p.add_argument("--sample", action="store_true",
-                   help="time sampling instead: NUM functions on large grids (see --sample-resolution)")
-    p.add_argument("--sample-resolution", type=int, action="append", default=None, metavar="R",
-                   help="grid resolution for --sample, repeatable (default: 128 and 256 in 3D, 1024 in 2D)")
+    p.add_argument(
+        "--sample",
+        action="store_true",
+        help="time sampling instead: NUM functions on large grids (see --sample-resolution)",
+    )
+    p.add_argument(
+        "--sample-resolution",
+        type=int,
+        action="append",
+        default=None,
+        metavar="R",
+        help="grid resolution for --sample, repeatable (default: 128 and 256 in 3D, 1024 in 2D)",
+    )
     p.add_argument("--num", type=int, default=16, help="functions to sample with --sample")
-    p.add_argument("--chunk-points", type=int, default=1 << 15,
-                   help="grid points per chunk with --sample; bounds memory")
-    p.add_argument("--no-env-tuning", action="store_true",
-                   help="run the measuring subprocesses in the environment as the user set it (default: "
-                        "OMP_WAIT_POLICY=PASSIVE and THP_MEM_ALLOC_ENABLE=1 unless set: nfd.RUNTIME_ENV)")
-    p.add_argument("--in-process", action="store_true",
-                   help="measure in this process instead of a fresh subprocess per configuration (peak RSS then "
-                        "mixes the configurations)")
+    p.add_argument(
+        "--chunk-points", type=int, default=1 << 15, help="grid points per chunk with --sample; bounds memory"
+    )
+    p.add_argument(
+        "--no-env-tuning",
+        action="store_true",
+        help="run the measuring subprocesses in the environment as the user set it (default: "
+        "OMP_WAIT_POLICY=PASSIVE and THP_MEM_ALLOC_ENABLE=1 unless set: nfd.RUNTIME_ENV)",
+    )
+    p.add_argument(
+        "--in-process",
+        action="store_true",
+        help="measure in this process instead of a fresh subprocess per configuration (peak RSS then "
+        "mixes the configurations)",
+    )
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=run_bench)

@@ -18,8 +18,16 @@ from nfd import RUNTIME_ENV
 from nfd.config import Config
 from nfd.grid import grid_coords
 from nfd.models.build import build_generator
-from nfd.report.bench_step import (BenchSetup, DataShape, build_setup, count_flops, flops_text, generator_cost,
-                                   run_step, step_inputs)
+from nfd.report.bench_step import (
+    BenchSetup,
+    DataShape,
+    build_setup,
+    count_flops,
+    flops_text,
+    generator_cost,
+    run_step,
+    step_inputs,
+)
 from nfd.report.timing import sync, time_calls
 
 
@@ -60,14 +68,31 @@ def _profile_top(setup: BenchSetup, step: int, naive: bool, amp: bool, top: int)
     print(events.table(sort_by=key, row_limit=top), flush=True)
     total = sum(e.self_cpu_time_total for e in events) or 1.0
     rows = sorted(events, key=lambda e: getattr(e, key, 0.0), reverse=True)[:top]
-    return [{"name": e.key, "self_cpu_s": e.self_cpu_time_total / 1e6, "self_cpu_fraction": e.self_cpu_time_total / total,
-             "self_device_s": getattr(e, "self_device_time_total", 0.0) / 1e6 if cuda else 0.0,
-             "calls": e.count} for e in rows]
+    return [
+        {
+            "name": e.key,
+            "self_cpu_s": e.self_cpu_time_total / 1e6,
+            "self_cpu_fraction": e.self_cpu_time_total / total,
+            "self_device_s": getattr(e, "self_device_time_total", 0.0) / 1e6 if cuda else 0.0,
+            "calls": e.count,
+        }
+        for e in rows
+    ]
 
 
-def measure_steps(cfg: Config, shape: DataShape, device: torch.device, mode: str, steps: int, warmup: int,
-                  amp: bool = False, compile: bool = False, gen_scaling: bool = True,
-                  profile_top: int = 0, verbose: bool = True) -> dict[str, Any]:
+def measure_steps(
+    cfg: Config,
+    shape: DataShape,
+    device: torch.device,
+    mode: str,
+    steps: int,
+    warmup: int,
+    amp: bool = False,
+    compile: bool = False,
+    gen_scaling: bool = True,
+    profile_top: int = 0,
+    verbose: bool = True,
+) -> dict[str, Any]:
     """Build the setup and time ``steps`` training steps after ``warmup`` ones, in this process."""
     naive = mode == "naive"
     setup = build_setup(cfg, shape, device, seed=cfg.train.seed)
@@ -92,8 +117,12 @@ def measure_steps(cfg: Config, shape: DataShape, device: torch.device, mode: str
         step += 1
     load_before = _loadavg()
     step_numbers = itertools.count(step)
-    timing = time_calls(lambda: run_step(setup, next(step_numbers), naive=naive, amp=amp), device, steps,
-                        log=lambda i, wall, cpu: say(f"step {i + 1}/{steps}: {wall:.3f} s (CPU time {cpu:.3f} s)"))
+    timing = time_calls(
+        lambda: run_step(setup, next(step_numbers), naive=naive, amp=amp),
+        device,
+        steps,
+        log=lambda i, wall, cpu: say(f"step {i + 1}/{steps}: {wall:.3f} s (CPU time {cpu:.3f} s)"),
+    )
     step += steps
     load_after = _loadavg()
     peak_steps = peak_rss_bytes()  # the process so far: imports, models, the FLOP-counted and the timed steps
@@ -105,7 +134,8 @@ def measure_steps(cfg: Config, shape: DataShape, device: torch.device, mode: str
         "mode": mode,
         "seconds_per_step": timing.summary(),
         "cpu_seconds_per_step": timing.cpu_summary(),
-        "loadavg_before": load_before, "loadavg_after": load_after,
+        "loadavg_before": load_before,
+        "loadavg_after": load_after,
         "flops_per_step": flops,
         "gflops_per_s": flops / timing.median / 1e9,
         "metrics": timing.last,
@@ -120,8 +150,10 @@ def measure_steps(cfg: Config, shape: DataShape, device: torch.device, mode: str
         sizes = sorted({max(1, b // 4), max(1, b // 2), b})
         rec["generator"] = [generator_cost(setup.G, coords, s, naive=naive) for s in sizes]
         for r in rec["generator"]:
-            say(f"generator fwd+bwd batch {r['batch']}: {r['seconds_per_example'] * 1e3:.2f} ms/example, "
-                f"{flops_text(r['flops_per_example'])}/example")
+            say(
+                f"generator fwd+bwd batch {r['batch']}: {r['seconds_per_example'] * 1e3:.2f} ms/example, "
+                f"{flops_text(r['flops_per_example'])}/example"
+            )
     if profile_top > 0:
         rec["profile_top"] = _profile_top(setup, step, naive, amp, profile_top)
     rec["peak_rss_bytes"] = peak_steps
@@ -131,8 +163,15 @@ def measure_steps(cfg: Config, shape: DataShape, device: torch.device, mode: str
     return rec
 
 
-def measure_sample(cfg: Config, shape: DataShape, device: torch.device, resolution: int, num: int,
-                   chunk_points: int, verbose: bool = True) -> dict[str, Any]:
+def measure_sample(
+    cfg: Config,
+    shape: DataShape,
+    device: torch.device,
+    resolution: int,
+    num: int,
+    chunk_points: int,
+    verbose: bool = True,
+) -> dict[str, Any]:
     """Time evaluating ``num`` sampled functions on a ``resolution**d`` grid in chunks; peak RSS of this process."""
     torch.manual_seed(cfg.train.seed)
     G = build_generator(cfg, shape.coord_dim, shape.feature_dim).to(device).eval()
@@ -143,19 +182,29 @@ def measure_sample(cfg: Config, shape: DataShape, device: torch.device, resoluti
     n1, n2 = (grid_coords(r, shape.coord_dim, device=device) for r in (8, 16))
     f1, _ = count_flops(lambda: G.evaluate(z, n1, chunk_points=chunk_points))
     f2, _ = count_flops(lambda: G.evaluate(z, n2, chunk_points=chunk_points))
-    timing = time_calls(lambda: G.evaluate(z, grid_coords(resolution, shape.coord_dim, device=device),
-                                           chunk_points=chunk_points), device, 1)
+    timing = time_calls(
+        lambda: G.evaluate(z, grid_coords(resolution, shape.coord_dim, device=device), chunk_points=chunk_points),
+        device,
+        1,
+    )
     sec, out = timing.median, timing.last
-    points = resolution ** shape.coord_dim
+    points = resolution**shape.coord_dim
     flops = int(f1 + (f2 - f1) * (points - n1.shape[0]) / (n2.shape[0] - n1.shape[0]))
     if verbose:
         print(f"nfd bench [sample] {num} x {resolution}^{shape.coord_dim}: {sec:.2f} s", flush=True)
-    rec = {"resolution": resolution, "points": points, "num": num, "seconds": sec,
-           "seconds_per_function": sec / num, "output_bytes": out.numel() * out.element_size(),
-           "flops": flops, "gflops_per_s": flops / sec / 1e9, "finite": bool(torch.isfinite(out).all())}
+    rec = {
+        "resolution": resolution,
+        "points": points,
+        "num": num,
+        "seconds": sec,
+        "seconds_per_function": sec / num,
+        "output_bytes": out.numel() * out.element_size(),
+        "flops": flops,
+        "gflops_per_s": flops / sec / 1e9,
+        "finite": bool(torch.isfinite(out).all()),
+    }
     del out, timing
     rec["peak_rss_bytes"] = peak_rss_bytes()
     rec["peak_rss_gb"] = rec["peak_rss_bytes"] / 1e9
     rec["peak_cuda_bytes"] = int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else 0
     return rec
-

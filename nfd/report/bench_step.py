@@ -36,22 +36,28 @@ class DataShape:
 
     @property
     def points_total(self) -> int:
-        return self.resolution ** self.coord_dim
+        return self.resolution**self.coord_dim
 
 
-def data_shape(cfg: Config, dim: int | None = None, features: int | None = None,
-               resolution: int | None = None) -> DataShape:
+def data_shape(
+    cfg: Config, dim: int | None = None, features: int | None = None, resolution: int | None = None
+) -> DataShape:
     """The shape of the preset's primary data set (:data:`nfd.data.shapes.PRESET_DATA`, with the grid side of
     :data:`BENCH_RESOLUTION`), with any of its three numbers overridden."""
     known = PRESET_DATA.get(cfg.name)
     if known is None and None in (dim, features, resolution):
         raise NfdError(f"no data shape known for config '{cfg.name}'; give --dim, --features and --resolution")
-    d, k, r = ((known[0].coord_dim, known[0].feature_dim, BENCH_RESOLUTION.get(cfg.name, known[0].resolution))
-               if known is not None else (0, 0, 0))
+    d, k, r = (
+        (known[0].coord_dim, known[0].feature_dim, BENCH_RESOLUTION.get(cfg.name, known[0].resolution))
+        if known is not None
+        else (0, 0, 0)
+    )
     shape = DataShape(dim or d, features or k, resolution or r)
     if shape.coord_dim not in (2, 3) or shape.feature_dim < 1 or shape.resolution < 2:
-        raise NfdError(f"bad data shape d={shape.coord_dim}, k={shape.feature_dim}, resolution={shape.resolution} "
-                       "(d must be 2 or 3, k >= 1, resolution >= 2)")
+        raise NfdError(
+            f"bad data shape d={shape.coord_dim}, k={shape.feature_dim}, resolution={shape.resolution} "
+            "(d must be 2 or 3, k >= 1, resolution >= 2)"
+        )
     return shape
 
 
@@ -78,8 +84,8 @@ class BenchSetup:
 
 
 def build_setup(cfg: Config, shape: DataShape, device: torch.device | str = "cpu", seed: int = 0) -> BenchSetup:
-    """The preset's models and optimisers (built as :class:`nfd.training.trainer.Trainer` builds them) for ``shape``, and random
-    real features in [-1, 1] for one batch, all in torch's default dtype."""
+    """The preset's models and optimisers (built as :class:`nfd.training.trainer.Trainer` builds them) for ``shape``,
+    and random real features in [-1, 1] for one batch, all in torch's default dtype."""
     if cfg.train.model != "gan":
         raise NfdError(f"nfd bench times the GAN step; train.model is '{cfg.train.model}'")
     device = torch.device(device)
@@ -91,8 +97,10 @@ def build_setup(cfg: Config, shape: DataShape, device: torch.device | str = "cpu
     n_total = coords.shape[0]
     num_points = cfg.train.num_points if 0 < cfg.train.num_points < n_total else 0
     g = torch.Generator().manual_seed(seed + 1)
-    data = (torch.rand(cfg.train.batch_size, n_total, shape.feature_dim, generator=g,
-                       dtype=torch.get_default_dtype()) * 2 - 1).to(device)
+    data = (
+        torch.rand(cfg.train.batch_size, n_total, shape.feature_dim, generator=g, dtype=torch.get_default_dtype()) * 2
+        - 1
+    ).to(device)
     return BenchSetup(cfg, shape, device, G, D, opt_g, opt_d, coords, data, num_points, G_run=G)
 
 
@@ -110,8 +118,9 @@ def step_inputs(setup: BenchSetup, step: int) -> tuple[torch.Tensor, torch.Tenso
     return coords, real, step_generator(seed, step, stream=3, device=setup.device)
 
 
-def run_step(setup: BenchSetup, step: int, naive: bool = False, amp: bool = False,
-             eager: bool = False) -> dict[str, float]:
+def run_step(
+    setup: BenchSetup, step: int, naive: bool = False, amp: bool = False, eager: bool = False
+) -> dict[str, float]:
     """One training step of the setup: :func:`nfd.training.trainer.gan_step` on the inputs of ``step``."""
     coords, real, gen = step_inputs(setup, step)
     G = setup.G if eager or setup.G_run is None else setup.G_run
@@ -142,8 +151,11 @@ class StepFlopCounter(FlopCounterMode):
 
     def _count_flops(self, func_packet: Any, out: Any, args: Any, kwargs: Any) -> Any:
         sparse = [a for a in args if isinstance(a, torch.Tensor) and a.layout != torch.strided]
-        if sparse and isinstance(out, torch.Tensor) and (func_packet in self.flop_registry
-                                                         or func_packet is torch.ops.aten._sparse_addmm):
+        if (
+            sparse
+            and isinstance(out, torch.Tensor)
+            and (func_packet in self.flop_registry or func_packet is torch.ops.aten._sparse_addmm)
+        ):
             self.flop_counts["Global"][func_packet] += 2 * sum(int(a._nnz()) for a in sparse) * int(out.shape[-1])
             return out
         return super()._count_flops(func_packet, out, args, kwargs)
@@ -162,8 +174,9 @@ def flops_text(x: float) -> str:
     return f"{x / 1e9:.1f} GFLOP" if x >= 1e8 else f"{x / 1e6:.2f} MFLOP"
 
 
-def generator_cost(G: torch.nn.Module, coords: torch.Tensor, batch: int, naive: bool = False,
-                   repeats: int = 2) -> dict[str, float]:
+def generator_cost(
+    G: torch.nn.Module, coords: torch.Tensor, batch: int, naive: bool = False, repeats: int = 2
+) -> dict[str, float]:
     """Time and FLOPs of the generator alone (forward at ``coords`` and backward into the hypernetwork) at one batch
     size: the G half of a step without D. Its per-example figures must not grow with the batch on the fast path."""
     device = coords.device
@@ -176,6 +189,10 @@ def generator_cost(G: torch.nn.Module, coords: torch.Tensor, batch: int, naive: 
     flops, _ = count_flops(once)  # also the warm-up of the timed calls
     sec = time_calls(once, device, max(1, repeats)).median
     G.zero_grad(set_to_none=True)
-    return {"batch": batch, "seconds": sec, "seconds_per_example": sec / batch, "flops": flops,
-            "flops_per_example": flops / batch}
-
+    return {
+        "batch": batch,
+        "seconds": sec,
+        "seconds_per_example": sec / batch,
+        "flops": flops,
+        "flops_per_example": flops / batch,
+    }

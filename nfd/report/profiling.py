@@ -96,8 +96,9 @@ def _after_oom(device: torch.device, reset: Callable[[], Any]) -> None:
         torch.cuda.empty_cache()
 
 
-def time_and_memory(fn: Callable[[], Any], device: torch.device, repeats: int,
-                    reset: Callable[[], Any] | None = None) -> tuple[float | str, int | str]:
+def time_and_memory(
+    fn: Callable[[], Any], device: torch.device, repeats: int, reset: Callable[[], Any] | None = None
+) -> tuple[float | str, int | str]:
     """(median wall time over ``repeats`` runs, peak memory of one run). The memory run comes first and doubles as
     the warm-up, so the timed runs do not include first-call costs. ``reset`` runs before every run, outside the
     measurement (dropping the previous run's gradients there keeps their release out of the memory accounting), which

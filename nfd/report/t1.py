@@ -12,22 +12,56 @@ from typing import Any
 from nfd.errors import NfdError
 from nfd.report.table import Table, _csv_cell, _one_line
 
-
 PUBLISHED_T1: list[dict[str, Any]] = [
-    {"model": "GASP (this paper's model)", "dataset": "CelebA-HQ", "resolution": "64x64", "metric": "FID",
-     "value": 13.5, "notes": "published Inception FID"},
-    {"model": "Diffusion Probabilistic Fields", "dataset": "CelebA-HQ", "resolution": "64x64", "metric": "FID",
-     "value": 13.2, "notes": "published Inception FID"},
-    {"model": "GEM", "dataset": "CelebA-HQ", "resolution": "64x64", "metric": "FID", "value": 30.4,
-     "notes": "published Inception FID"},
-    {"model": "Functa", "dataset": "CelebA-HQ", "resolution": "64x64", "metric": "FID", "value": 40.4,
-     "notes": "published Inception FID"},
-    {"model": "GASP (this paper's model)", "dataset": "ShapeNet chairs (3D-R2N2 voxels)", "resolution": "32^3",
-     "metric": "COV / MMD / 1-NNA", "value": "no published number",
-     "notes": "the paper shows chair samples (Figs. 9, 10, 18) but reports no metric for 3D-R2N2 32^3 chairs"},
-    {"model": "GASP (this paper's model)", "dataset": "MNIST", "resolution": "28x28", "metric": "any",
-     "value": "no published number",
-     "notes": "the paper shows MNIST samples only (Figs. 12-14) and calls MNIST not a meaningful benchmark (Sec. 3.6)"},
+    {
+        "model": "GASP (this paper's model)",
+        "dataset": "CelebA-HQ",
+        "resolution": "64x64",
+        "metric": "FID",
+        "value": 13.5,
+        "notes": "published Inception FID",
+    },
+    {
+        "model": "Diffusion Probabilistic Fields",
+        "dataset": "CelebA-HQ",
+        "resolution": "64x64",
+        "metric": "FID",
+        "value": 13.2,
+        "notes": "published Inception FID",
+    },
+    {
+        "model": "GEM",
+        "dataset": "CelebA-HQ",
+        "resolution": "64x64",
+        "metric": "FID",
+        "value": 30.4,
+        "notes": "published Inception FID",
+    },
+    {
+        "model": "Functa",
+        "dataset": "CelebA-HQ",
+        "resolution": "64x64",
+        "metric": "FID",
+        "value": 40.4,
+        "notes": "published Inception FID",
+    },
+    {
+        "model": "GASP (this paper's model)",
+        "dataset": "ShapeNet chairs (3D-R2N2 voxels)",
+        "resolution": "32^3",
+        "metric": "COV / MMD / 1-NNA",
+        "value": "no published number",
+        "notes": "the paper shows chair samples (Figs. 9, 10, 18) but reports no metric for 3D-R2N2 32^3 chairs",
+    },
+    {
+        "model": "GASP (this paper's model)",
+        "dataset": "MNIST",
+        "resolution": "28x28",
+        "metric": "any",
+        "value": "no published number",
+        "notes": "the paper shows MNIST samples only (Figs. 12-14) and calls MNIST not a meaningful benchmark "
+        "(Sec. 3.6)",
+    },
 ]
 """The published anchors of T1 (as tabulated in Table 1 of Zhuang et al., "Diffusion Probabilistic Fields",
 ICLR 2023): CelebA-HQ 64^2 FIDs; no published numbers for the chairs or MNIST."""
@@ -71,8 +105,11 @@ def load_evaluation(path: str | Path) -> list[dict[str, Any]]:
     if not records:
         raise NfdError(f"{p}: not an evaluation record (an empty list); {_RECORD_HINT}")
     for r in records:
-        if not (isinstance(r, dict) and isinstance(r.get("metric"), str)
-                and any(k in r for k in ("results", "value", "values"))):
+        if not (
+            isinstance(r, dict)
+            and isinstance(r.get("metric"), str)
+            and any(k in r for k in ("results", "value", "values"))
+        ):
             got = f"keys {sorted(r)[:8]}" if isinstance(r, dict) else f"a JSON {type(r).__name__}"
             raise NfdError(f"{p}: not an evaluation record ({_RECORD_HINT}; got {got})")
     return records
@@ -174,9 +211,14 @@ def measured_rows(path: str | Path, record: dict[str, Any], preset: str) -> list
         items = list(_flatten("", vals)) if isinstance(vals, dict) else [(metric, vals)]
     else:
         items = [(metric, record["value"])]
-    base = {"source": "measured", "preset": preset, "experiment": exp,
-            "model": f"{EXPERIMENT_MODELS.get(exp, 'NFD')} [{exp}]", "dataset": _dataset(record),
-            "resolution": _resolution(record)}
+    base = {
+        "source": "measured",
+        "preset": preset,
+        "experiment": exp,
+        "model": f"{EXPERIMENT_MODELS.get(exp, 'NFD')} [{exp}]",
+        "dataset": _dataset(record),
+        "resolution": _resolution(record),
+    }
     proto = _protocol_summary(record)
     rows = []
     for key, v in items:
@@ -201,7 +243,8 @@ def table_t1(preset: str, inputs: Sequence[str | Path] = ()) -> Table:
         for rec in recs:
             rows += measured_rows(p, rec, preset)
     notes = [
-        "source=published: numbers reported in the literature (values as tabulated in Table 1 of Zhuang et al., Diffusion Probabilistic Fields, ICLR 2023: GASP, i.e. this "
+        "source=published: numbers reported in the literature (values as tabulated in Table 1 of Zhuang et al., "
+        "Diffusion Probabilistic Fields, ICLR 2023: GASP, i.e. this "
         "paper's model, 13.5; Diffusion Probabilistic Fields 13.2; GEM 30.4; Functa 40.4; Inception FID on "
         "CelebA-HQ 64x64, lower is better). They are not recomputed here.",
         "source=measured: every numeric field of the evaluation records given with --input (nfd evaluate), one row "
@@ -213,5 +256,6 @@ def table_t1(preset: str, inputs: Sequence[str | Path] = ()) -> Table:
     ]
     if not inputs:
         notes.append("No evaluation file was given (--input), so the table holds the published anchors only.")
-    return Table("t1", f"Sample quality: published anchors and measured metrics (preset {preset}).", columns, rows,
-                 notes)
+    return Table(
+        "t1", f"Sample quality: published anchors and measured metrics (preset {preset}).", columns, rows, notes
+    )

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from nfd.config import PRESETS, Config, preset as config_preset
+from nfd.config import PRESETS, Config
+from nfd.config import preset as config_preset
 from nfd.data.shapes import PRESET_DATA
 from nfd.report.table import Table
 
@@ -45,24 +46,44 @@ def table_t3(preset: str) -> Table:
             G, D = _build_models(cfg, d, k)
             in_dim = 2 * enc.num_frequencies if enc.num_frequencies else d
             shape = G.shape  # type: ignore[attr-defined]
-            rows.append({
-                "config_preset": name, "dataset": dataset, "d": d, "k": k,
-                "encoding": f"RFF m={enc.num_frequencies} sigma={enc.scale:g}" if enc.num_frequencies else "none",
-                "function_mlp": "-".join(map(str, [shape.in_dim, *shape.hidden, shape.out_dim])),
-                "function_weights": int(shape.num_weights),
-                "function_weights_formula": function_weights_formula(in_dim, cfg.generator.hidden, k),
-                "hypernetwork": "-".join(map(str, [cfg.generator.latent_dim, *cfg.generator.hyper_hidden,
-                                                   shape.num_weights])),
-                "g_params": _count(G),
-                "d_kind": cfg.discriminator.kind,
-                "d_channels": " ".join(cfg.discriminator.layers) or "-".join(map(str, cfg.discriminator.channels)),
-                "d_params": _count(D),
-            })
-    columns = ["config_preset", "dataset", "d", "k", "encoding", "function_mlp", "function_weights",
-               "function_weights_formula", "hypernetwork", "g_params", "d_kind", "d_channels", "d_params"]
+            rows.append(
+                {
+                    "config_preset": name,
+                    "dataset": dataset,
+                    "d": d,
+                    "k": k,
+                    "encoding": f"RFF m={enc.num_frequencies} sigma={enc.scale:g}" if enc.num_frequencies else "none",
+                    "function_mlp": "-".join(map(str, [shape.in_dim, *shape.hidden, shape.out_dim])),
+                    "function_weights": int(shape.num_weights),
+                    "function_weights_formula": function_weights_formula(in_dim, cfg.generator.hidden, k),
+                    "hypernetwork": "-".join(
+                        map(str, [cfg.generator.latent_dim, *cfg.generator.hyper_hidden, shape.num_weights])
+                    ),
+                    "g_params": _count(G),
+                    "d_kind": cfg.discriminator.kind,
+                    "d_channels": " ".join(cfg.discriminator.layers) or "-".join(map(str, cfg.discriminator.channels)),
+                    "d_params": _count(D),
+                }
+            )
+    columns = [
+        "config_preset",
+        "dataset",
+        "d",
+        "k",
+        "encoding",
+        "function_mlp",
+        "function_weights",
+        "function_weights_formula",
+        "hypernetwork",
+        "g_params",
+        "d_kind",
+        "d_channels",
+        "d_params",
+    ]
     notes = [
         "function_weights: the size P of one generated function f_theta (weights plus biases of the MLP "
-        "function_mlp, counted by nfd.models.function.MLPShape); function_weights_formula: sum over layers of (in + 1) * out "
+        "function_mlp, counted by nfd.models.function.MLPShape); function_weights_formula: sum over layers of "
+        "(in + 1) * out "
         "computed independently. Paper settings: 3 x 128 hidden units, RFF input of 2m = 256 for images (CelebA-HQ "
         "k=3: 66,307; MNIST k=1: 66,049) and raw 3D coordinates for the chairs (33,665).",
         "g_params: trainable parameters of the hypernetwork g_phi (latent -> hyper_hidden -> P); the Fourier matrix B "
@@ -71,5 +92,6 @@ def table_t3(preset: str) -> Table:
         "d = coordinate dimension, k = feature dimension: MNIST d=2 k=1, CelebA-HQ d=2 k=3, chairs d=3 k=1; the "
         "tiny preset trains on both MNIST and chairs and is listed for each.",
     ]
-    return Table("t3", f"Parameter counts of every config preset (requested for preset {preset}).", columns, rows,
-                 notes)
+    return Table(
+        "t3", f"Parameter counts of every config preset (requested for preset {preset}).", columns, rows, notes
+    )

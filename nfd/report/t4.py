@@ -8,14 +8,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from nfd.config import PRESETS, Config, EncodingConfig, preset as config_preset
+from nfd.config import PRESETS, Config, EncodingConfig
+from nfd.config import preset as config_preset
 from nfd.data.shapes import PRESET_DATA
 from nfd.report.table import Table
 
 SET_DISCRIMINATOR_PRESETS = ("mnist", "demo_mnist", "tiny")
 """Config presets the pipeline also trains with the set discriminator (experiment mnist_setdisc); T4 lists its
 encodings gamma_x and gamma_y for these."""
-
 
 
 def jacobian_norms(enc: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -34,24 +34,43 @@ def jacobian_norms(enc: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return torch.linalg.matrix_norm(J, ord=2)
 
 
-def _t4_row(name: str, component: str, enc: nn.Module | None, enc_cfg: EncodingConfig, in_dim: int, seed: int,
-            num_points: int) -> dict[str, Any]:
-    row: dict[str, Any] = {"config_preset": name, "component": component, "in_dim": in_dim,
-                           "m": enc_cfg.num_frequencies, "sigma": float(enc_cfg.scale), "seed": seed}
+def _t4_row(
+    name: str, component: str, enc: nn.Module | None, enc_cfg: EncodingConfig, in_dim: int, seed: int, num_points: int
+) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "config_preset": name,
+        "component": component,
+        "in_dim": in_dim,
+        "m": enc_cfg.num_frequencies,
+        "sigma": float(enc_cfg.scale),
+        "seed": seed,
+    }
     if enc is None or enc_cfg.num_frequencies == 0:
-        for c in ("norm_B", "two_pi_norm_B", "bound", "paper_printed", "measured_max_grad", "measured_over_bound",
-                  "within_bound"):
+        for c in (
+            "norm_B",
+            "two_pi_norm_B",
+            "bound",
+            "paper_printed",
+            "measured_max_grad",
+            "measured_over_bound",
+            "within_bound",
+        ):
             row[c] = "no encoding"
         return row
     enc = enc.double()
     norm_b = enc.spectral_norm()  # type: ignore[operator]
     bound = enc.lipschitz_bound()  # type: ignore[operator]
-    x = torch.rand(num_points, in_dim, generator=torch.Generator().manual_seed(seed + 1),
-                   dtype=torch.float64) * 2 - 1
+    x = torch.rand(num_points, in_dim, generator=torch.Generator().manual_seed(seed + 1), dtype=torch.float64) * 2 - 1
     measured = float(jacobian_norms(enc, x).max())
-    row.update(norm_B=norm_b, two_pi_norm_B=2 * math.pi * norm_b, bound=bound,
-               paper_printed=math.sqrt(8 * math.pi) * norm_b, measured_max_grad=measured,
-               measured_over_bound=measured / bound, within_bound=measured <= bound)
+    row.update(
+        norm_B=norm_b,
+        two_pi_norm_B=2 * math.pi * norm_b,
+        bound=bound,
+        paper_printed=math.sqrt(8 * math.pi) * norm_b,
+        measured_max_grad=measured,
+        measured_over_bound=measured / bound,
+        within_bound=measured <= bound,
+    )
     return row
 
 
@@ -79,8 +98,11 @@ def table_t4(preset: str, num_points: int = 4096) -> Table:
         data = PRESET_DATA[name][0]
         d, k = data.coord_dim, data.feature_dim
         ec = cfg.generator.encoding
-        enc = (FourierFeatures(d, ec.num_frequencies, ec.scale, generator=torch.Generator().manual_seed(seed))
-               if ec.num_frequencies else None)
+        enc = (
+            FourierFeatures(d, ec.num_frequencies, ec.scale, generator=torch.Generator().manual_seed(seed))
+            if ec.num_frequencies
+            else None
+        )
         rows.append(_t4_row(name, "generator gamma(x)", enc, ec, d, seed, num_points))
         if name in SET_DISCRIMINATOR_PRESETS:
             dc = cfg.discriminator
@@ -88,11 +110,25 @@ def table_t4(preset: str, num_points: int = 4096) -> Table:
             gx, gy = set_discriminator_encodings(cfg, d, k)
             rows.append(_t4_row(name, "set-D gamma_x (coordinates)", gx, sc, d, seed, num_points))
             rows.append(_t4_row(name, "set-D gamma_y (features)", gy, sc, k, seed, num_points))
-    columns = ["config_preset", "component", "in_dim", "m", "sigma", "seed", "norm_B", "two_pi_norm_B", "bound",
-               "paper_printed", "measured_max_grad", "measured_over_bound", "within_bound"]
+    columns = [
+        "config_preset",
+        "component",
+        "in_dim",
+        "m",
+        "sigma",
+        "seed",
+        "norm_B",
+        "two_pi_norm_B",
+        "bound",
+        "paper_printed",
+        "measured_max_grad",
+        "measured_over_bound",
+        "within_bound",
+    ]
     notes = [
         "gamma(x) = [cos 2 pi B x, sin 2 pi B x] with B ~ N(0, sigma^2) of shape [m, in_dim], drawn by "
-        "nfd.models.encoding.FourierFeatures from a torch.Generator seeded with the preset's train.seed (the trainer seeds "
+        "nfd.models.encoding.FourierFeatures from a torch.Generator seeded with the preset's train.seed (the "
+        "trainer seeds "
         "the global RNG with it before building the model, so the generator's B is drawn the same way). norm_B = "
         "||B||, the largest singular value.",
         "bound = 2 sqrt(2) pi ||B|| (App. B.3.2, Prop. 2 / App. C.2). The paper prints sqrt(8 pi) ||B||, but its own "
@@ -108,5 +144,10 @@ def table_t4(preset: str, num_points: int = 4096) -> Table:
         "whose Lipschitz constant App. B.3 is about, drawn exactly as a run with that seed draws them (global RNG "
         "seeded with train.seed, generator built first, then the discriminator).",
     ]
-    return Table("t4", f"Lipschitz constant of the random Fourier features (requested for preset {preset}).",
-                 columns, rows, notes)
+    return Table(
+        "t4",
+        f"Lipschitz constant of the random Fourier features (requested for preset {preset}).",
+        columns,
+        rows,
+        notes,
+    )

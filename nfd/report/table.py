@@ -35,8 +35,7 @@ class Table:
     def frame(self) -> pd.DataFrame:
         """The table as one DataFrame, from which both files are written. Object columns keep every cell's Python
         value (an int stays an int beside a missing cell) until a file formats it."""
-        return pd.DataFrame([[r.get(c) for c in self.columns] for r in self.rows], columns=self.columns,
-                            dtype=object)
+        return pd.DataFrame([[r.get(c) for c in self.columns] for r in self.rows], columns=self.columns, dtype=object)
 
 
 def csv_text(table: Table, frame: pd.DataFrame) -> str:

@@ -53,21 +53,29 @@ TABLES: dict[str, TableSpec] = {
         "T1: sample quality per experiment, measured values beside the published anchors (marked).",
         "sample quality: the evaluation records given with --input (every numeric field, 'measured')\n"
         "beside the published anchors ('published': CelebA-HQ 64^2 FID of GASP 13.5, DPF 13.2, GEM 30.4,\n"
-        "Functa 40.4; none for 3D-R2N2 32^3 chairs or MNIST)", _t1),
+        "Functa 40.4; none for 3D-R2N2 32^3 chairs or MNIST)",
+        _t1,
+    ),
     "t2": TableSpec(
         "T2: resolution independence: time and peak memory of one discriminator step as the number of points grows, "
         "PointConv vs a CNN discriminator of similar depth.",
         "resolution independence: time and peak memory of one discriminator step with R1 as the grid\n"
         "grows up to --max-points, for PointConv on all points, PointConv on --k-points sampled points,\n"
-        "and a DCGAN-like CNN of the same depth and channels; memory ratio at 2x the resolution", _t2),
+        "and a DCGAN-like CNN of the same depth and channels; memory ratio at 2x the resolution",
+        _t2,
+    ),
     "t3": TableSpec(
         "T3: parameter counts per preset: generator, discriminator and the size of the generated function.",
-        "parameter counts of every config preset: hypernetwork, discriminator, generated function", _no_inputs),
+        "parameter counts of every config preset: hypernetwork, discriminator, generated function",
+        _no_inputs,
+    ),
     "t4": TableSpec(
         "T4 (App. B.3): spectral norm of B, the Lipschitz bound of the Fourier features, and the measured largest "
         "gradient norm.",
         "App. B.3: ||B||, the Lipschitz bound 2 sqrt(2) pi ||B|| of the Fourier features, and the largest\n"
-        "Jacobian norm of gamma measured with autograd", _no_inputs),
+        "Jacobian norm of gamma measured with autograd",
+        _no_inputs,
+    ),
 }
 """Table name -> its declaration; table ``name`` is built by ``nfd.report.<name>.table_<name>``."""
 

@@ -37,7 +37,6 @@ from nfd.report.table import PIPELINE_PRESETS, Table, write_table
 from nfd.report.table_registry import TABLES
 
 
-
 def build_table(args: argparse.Namespace) -> Table:
     """The table ``args.table`` asks for (the CLI's arguments as a namespace)."""
     preset = args.preset
@@ -49,9 +48,17 @@ def build_table(args: argparse.Namespace) -> Table:
         return table_t1(preset, args.input or [])
     if args.table == "t2":
         log = None if args.quiet else (lambda s: print(s, flush=True))
-        return table_t2(preset, max_points=args.max_points, repeats=args.repeats, batch=args.batch,
-                        k_points=args.k_points, min_resolution=args.min_resolution, device=args.device,
-                        model=args.model, log=log)
+        return table_t2(
+            preset,
+            max_points=args.max_points,
+            repeats=args.repeats,
+            batch=args.batch,
+            k_points=args.k_points,
+            min_resolution=args.min_resolution,
+            device=args.device,
+            model=args.model,
+            log=log,
+        )
     if args.table == "t3":
         return table_t3(preset)
     return table_t4(preset, num_points=args.t4_points)
@@ -88,7 +95,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             "--preset is a pipeline preset of params.yaml (tiny, demo, paper) or a config preset\n"
             f"({', '.join(PRESETS)}).\n"
             "T2 measures the discriminator of config preset "
-            + ", ".join(f"{k} -> {v}" for k, v in T2_MODEL.items()) + " (or --model).\n\n"
+            + ", ".join(f"{k} -> {v}" for k, v in T2_MODEL.items())
+            + " (or --model).\n\n"
             "examples:\n"
             "  nfd table t1 --out results/tables/t1.csv --preset demo --input results/eval/mnist.json\n"
             "  nfd table t2 --out results/tables/t2.csv --preset demo --max-points 65536 --repeats 3\n"
@@ -97,26 +105,70 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("table", choices=list(TABLES), help=f"which table: {', '.join(TABLES)}")
     p.add_argument("--out", required=True, metavar="FILE.csv", help="CSV to write; FILE.md is written beside it")
-    p.add_argument("--preset", default="demo", metavar="NAME",
-                   help="pipeline preset (tiny, demo, paper) or config preset (default: demo)")
-    p.add_argument("--input", action="extend", nargs="+", default=[], metavar="FILE",
-                   help="t1: evaluation JSON files from 'nfd evaluate' (repeatable); the file stem names the "
-                        "experiment")
-    p.add_argument("--max-points", type=_positive, default=65536, metavar="N",
-                   help="t2: largest grid, in points (default: 65536 = 256^2)")
-    p.add_argument("--repeats", type=_positive, default=3, metavar="R",
-                   help="t2: timed runs per measurement, the median is reported (default: 3)")
-    p.add_argument("--batch", type=_positive, default=None, metavar="B",
-                   help="t2: real and fake sets per discriminator step (default: "
-                        + ", ".join(f"{k} {v}" for k, v in T2_BATCH.items()) + ", 1 for a config preset)")
-    p.add_argument("--k-points", type=_positive, default=4096, metavar="K",
-                   help="t2: points sampled from the grid for the resolution-independent column (default: 4096)")
-    p.add_argument("--min-resolution", type=_positive, default=None, metavar="R",
-                   help="t2: smallest grid side (default: 16 in 2D, 8 in 3D; at least 2^(levels + 1))")
-    p.add_argument("--model", default=None, metavar="PRESET",
-                   help="t2: config preset whose discriminator to measure (default: from --preset, see above)")
+    p.add_argument(
+        "--preset",
+        default="demo",
+        metavar="NAME",
+        help="pipeline preset (tiny, demo, paper) or config preset (default: demo)",
+    )
+    p.add_argument(
+        "--input",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="FILE",
+        help="t1: evaluation JSON files from 'nfd evaluate' (repeatable); the file stem names the experiment",
+    )
+    p.add_argument(
+        "--max-points",
+        type=_positive,
+        default=65536,
+        metavar="N",
+        help="t2: largest grid, in points (default: 65536 = 256^2)",
+    )
+    p.add_argument(
+        "--repeats",
+        type=_positive,
+        default=3,
+        metavar="R",
+        help="t2: timed runs per measurement, the median is reported (default: 3)",
+    )
+    p.add_argument(
+        "--batch",
+        type=_positive,
+        default=None,
+        metavar="B",
+        help="t2: real and fake sets per discriminator step (default: "
+        + ", ".join(f"{k} {v}" for k, v in T2_BATCH.items())
+        + ", 1 for a config preset)",
+    )
+    p.add_argument(
+        "--k-points",
+        type=_positive,
+        default=4096,
+        metavar="K",
+        help="t2: points sampled from the grid for the resolution-independent column (default: 4096)",
+    )
+    p.add_argument(
+        "--min-resolution",
+        type=_positive,
+        default=None,
+        metavar="R",
+        help="t2: smallest grid side (default: 16 in 2D, 8 in 3D; at least 2^(levels + 1))",
+    )
+    p.add_argument(
+        "--model",
+        default=None,
+        metavar="PRESET",
+        help="t2: config preset whose discriminator to measure (default: from --preset, see above)",
+    )
     p.add_argument("--device", default="auto", help="t2: auto, cpu, cuda or cuda:N (default: auto)")
-    p.add_argument("--t4-points", type=_positive, default=4096, metavar="N",
-                   help="t4: random points at which the Jacobian norm of gamma is measured (default: 4096)")
+    p.add_argument(
+        "--t4-points",
+        type=_positive,
+        default=4096,
+        metavar="N",
+        help="t4: random points at which the Jacobian norm of gamma is measured (default: 4096)",
+    )
     p.add_argument("--quiet", action="store_true", help="t2: no progress lines")
     p.set_defaults(func=run_table)

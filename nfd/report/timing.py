@@ -49,9 +49,14 @@ def _summary(times: list[float]) -> dict[str, Any]:
     return {"median": statistics.median(times), "min": min(times), "max": max(times), "all": times}
 
 
-def time_calls(fn: Callable[[], Any], device: torch.device, repeats: int, warmup: int = 0,
-               before: Callable[[], Any] | None = None,
-               log: Callable[[int, float, float], None] | None = None) -> Timing:
+def time_calls(
+    fn: Callable[[], Any],
+    device: torch.device,
+    repeats: int,
+    warmup: int = 0,
+    before: Callable[[], Any] | None = None,
+    log: Callable[[int, float, float], None] | None = None,
+) -> Timing:
     """Time ``repeats`` calls of ``fn`` after ``warmup`` untimed ones. ``before`` runs ahead of every call, outside
     the measurement; ``log(i, wall_s, cpu_s)`` hears of each timed call as it ends."""
     for _ in range(warmup):

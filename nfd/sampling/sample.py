@@ -14,13 +14,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from nfd.training import checkpoint as ckpt
 from nfd.errors import NfdError
 from nfd.grid import grid_coords
 from nfd.io import atomic_path, free_disk_bytes, writing
 from nfd.models.build import build_generator, pick_device
 from nfd.progressbar import progress_bar
 from nfd.sampling.samples_file import write_samples
+from nfd.training import checkpoint as ckpt
 
 
 def load_generator(path: str | Path, device: str = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -31,8 +31,13 @@ def load_generator(path: str | Path, device: str = "cpu") -> tuple[torch.nn.Modu
     points = 1
     for n in data.get("grid_shape", [1]):
         points *= int(n)
-    G = build_generator(cfg, int(data["coord_dim"]), int(data["feature_dim"]),
-                        num_examples=int(data.get("num_examples", 0)), points_per_example=points)
+    G = build_generator(
+        cfg,
+        int(data["coord_dim"]),
+        int(data["feature_dim"]),
+        num_examples=int(data.get("num_examples", 0)),
+        points_per_example=points,
+    )
     try:
         G.load_state_dict(data["G_ema"] if data.get("G_ema") is not None else data["G"])
     except RuntimeError as e:
@@ -108,8 +113,9 @@ def available_memory() -> int | None:
     return avail
 
 
-def sample_bytes(num: int, resolution: int, coord_dim: int, feature_dim: int, chunk_points: int,
-                 width: int = 256) -> tuple[int, int]:
+def sample_bytes(
+    num: int, resolution: int, coord_dim: int, feature_dim: int, chunk_points: int, width: int = 256
+) -> tuple[int, int]:
     """(output bytes, peak working bytes) of evaluating ``num`` functions on a ``resolution**coord_dim`` grid.
 
     Output: the float32 features. Working: one chunk's coordinates (+ int64 indices), the generator's result for
@@ -121,27 +127,46 @@ def sample_bytes(num: int, resolution: int, coord_dim: int, feature_dim: int, ch
     return output, working
 
 
-def check_sample_size(num: int, resolution: int, coord_dim: int, feature_dim: int, chunk_points: int,
-                      width: int = 256, out: str | Path | None = None) -> None:
+def check_sample_size(
+    num: int,
+    resolution: int,
+    coord_dim: int,
+    feature_dim: int,
+    chunk_points: int,
+    width: int = 256,
+    out: str | Path | None = None,
+) -> None:
     """Refuse upfront, in one line, a grid whose output does not fit in memory (or on ``out``'s disk), instead of
     a raw allocation failure (or a kill) after minutes of work."""
     output, working = sample_bytes(num, resolution, coord_dim, feature_dim, chunk_points, width)
-    what = (f"{num} function{'s' if num != 1 else ''} at {resolution}^{coord_dim} x {feature_dim} float32 "
-            f"({resolution**coord_dim} points each)")
+    what = (
+        f"{num} function{'s' if num != 1 else ''} at {resolution}^{coord_dim} x {feature_dim} float32 "
+        f"({resolution**coord_dim} points each)"
+    )
     mem = available_memory()
     if mem is not None and output + working > mem:
-        raise NfdError(f"{what} need {_gb(output + working)} of memory ({_gb(output)} output), only {_gb(mem)} "
-                       "available; lower --resolution or --num")
+        raise NfdError(
+            f"{what} need {_gb(output + working)} of memory ({_gb(output)} output), only {_gb(mem)} "
+            "available; lower --resolution or --num"
+        )
     if out is not None:
         free = free_disk_bytes(out)
         need = output + (64 << 10)  # the .npz: features, latents, a few scalars and zip headers
         if free is not None and need > free:
-            raise NfdError(f"cannot write {out}: {what} need {_gb(need)} on disk, only {_gb(free)} free there; "
-                           "lower --resolution or --num")
+            raise NfdError(
+                f"cannot write {out}: {what} need {_gb(need)} on disk, only {_gb(free)} free there; "
+                "lower --resolution or --num"
+            )
 
 
-def sample_grid(G: torch.nn.Module, z: torch.Tensor, resolution: int, coord_dim: int,
-                chunk_points: int = 1 << 18, progress: bool = False) -> np.ndarray:
+def sample_grid(
+    G: torch.nn.Module,
+    z: torch.Tensor,
+    resolution: int,
+    coord_dim: int,
+    chunk_points: int = 1 << 18,
+    progress: bool = False,
+) -> np.ndarray:
     """Evaluate the functions of ``z`` on a ``resolution**d`` grid: ``[num, R, ..., R, k]`` float32.
 
     The grid is generated ``chunk_points`` rows at a time, each chunk evaluated and copied into the one output
@@ -175,9 +200,18 @@ def run_sample(args: argparse.Namespace) -> int:
     z = latents(G, args.num, args.seed, device)
     feats = sample_grid(G, z, args.resolution, d, chunk_points=args.chunk_points, progress=not args.log_quiet)
     with writing(args.out), atomic_path(args.out) as tmp:
-        write_samples(tmp, feats, z.cpu().numpy(), resolution=args.resolution, coord_dim=d, feature_dim=k,
-                      seed=args.seed, preset=meta["cfg"].name, train_resolution=int(meta.get("grid_shape", [0])[0]),
-                      model=str(meta["model"]))
+        write_samples(
+            tmp,
+            feats,
+            z.cpu().numpy(),
+            resolution=args.resolution,
+            coord_dim=d,
+            feature_dim=k,
+            seed=args.seed,
+            preset=meta["cfg"].name,
+            train_resolution=int(meta.get("grid_shape", [0])[0]),
+            model=str(meta["model"]),
+        )
     print(f"nfd sample: {args.num} functions at {args.resolution}^{d} -> {args.out}")
     return 0
 
@@ -185,17 +219,28 @@ def run_sample(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     from nfd.cli import int_at_least, verb_help
 
-    p = sub.add_parser("sample", help=verb_help(__name__),
-                       description="Draw NUM latents from the seed, map them to functions and evaluate them on an "
-                                   "R x R (2D) or R^3 (3D) grid over [-1, 1]^d, in chunks. Writes an .npz with "
-                                   "'features' [NUM, R, ..., R, k] in [-1, 1] and 'latents'.")
+    p = sub.add_parser(
+        "sample",
+        help=verb_help(__name__),
+        description="Draw NUM latents from the seed, map them to functions and evaluate them on an "
+        "R x R (2D) or R^3 (3D) grid over [-1, 1]^d, in chunks. Writes an .npz with "
+        "'features' [NUM, R, ..., R, k] in [-1, 1] and 'latents'.",
+    )
     p.add_argument("--checkpoint", required=True, help="model.pt or checkpoints/last.pt of a training run")
     p.add_argument("--num", type=int_at_least(1), required=True, help="number of functions to sample")
-    p.add_argument("--resolution", type=int_at_least(2), required=True,
-                   help="grid points per axis (refused upfront if the output does not fit in memory or on disk)")
+    p.add_argument(
+        "--resolution",
+        type=int_at_least(2),
+        required=True,
+        help="grid points per axis (refused upfront if the output does not fit in memory or on disk)",
+    )
     p.add_argument("--seed", type=int, default=0, help="latent seed; the same seed gives the same functions")
     p.add_argument("--out", required=True, help="output .npz")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--chunk-points", type=int_at_least(1), default=1 << 18,
-                   help="grid points generated and evaluated per chunk ; bounds working memory")
+    p.add_argument(
+        "--chunk-points",
+        type=int_at_least(1),
+        default=1 << 18,
+        help="grid points generated and evaluated per chunk ; bounds working memory",
+    )
     p.set_defaults(func=run_sample)

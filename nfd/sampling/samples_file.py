@@ -54,8 +54,9 @@ def read_samples(path: str | Path, coord_dim: int | None = None) -> SamplesFile:
             raise NfdError(f"{path}: not an nfd samples file (not an .npz archive)")
         with np.load(path, allow_pickle=False) as data:
             if "features" not in data.files:
-                raise NfdError(f"{path}: not an nfd samples file (no 'features' array; keys: "
-                               f"{', '.join(data.files) or 'none'})")
+                raise NfdError(
+                    f"{path}: not an nfd samples file (no 'features' array; keys: {', '.join(data.files) or 'none'})"
+                )
             features = data["features"]
             meta = {key: _scalar(path, key, data[key]) for key in SCALARS if key in data.files}
     except NfdError:

@@ -77,7 +77,7 @@ def average_gradients(module: torch.nn.Module, world: World) -> None:
     offset = 0
     for p in params:
         n = p.numel()
-        p.grad = flat[offset:offset + n].view_as(p)
+        p.grad = flat[offset : offset + n].view_as(p)
         offset += n
 
 

@@ -17,9 +17,9 @@ from tqdm import trange
 
 from nfd.cli import verb_help
 from nfd.config import EncodingConfig
-from nfd.models.encoding import make_encoding
 from nfd.grid import grid_coords
 from nfd.io import atomic_path
+from nfd.models.encoding import make_encoding
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -28,9 +28,17 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10.0 * np.log10(4.0 / mse)
 
 
-def fit_image(image: np.ndarray, fourier: bool = True, iterations: int = 1000, lr: float = 1e-3,
-              num_frequencies: int = 256, scale: float = 10.0, hidden: int = 256, seed: int = 0,
-              progress: bool = True) -> np.ndarray:
+def fit_image(
+    image: np.ndarray,
+    fourier: bool = True,
+    iterations: int = 1000,
+    lr: float = 1e-3,
+    num_frequencies: int = 256,
+    scale: float = 10.0,
+    hidden: int = 256,
+    seed: int = 0,
+    progress: bool = True,
+) -> np.ndarray:
     """Fit ``image`` ([H, W, C] in [-1, 1]) with a 2x``hidden`` ReLU MLP (tanh output); return the reconstruction."""
     torch.manual_seed(seed)
     h, w, c = image.shape
@@ -40,8 +48,15 @@ def fit_image(image: np.ndarray, fourier: bool = True, iterations: int = 1000, l
     target = torch.from_numpy(image.reshape(-1, c)).float()
     enc_cfg = EncodingConfig(num_frequencies=num_frequencies if fourier else 0, scale=scale)
     enc = make_encoding(2, enc_cfg, generator=torch.Generator().manual_seed(seed))
-    net = nn.Sequential(enc, nn.Linear(enc.out_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
-                        nn.Linear(hidden, c), nn.Tanh())
+    net = nn.Sequential(
+        enc,
+        nn.Linear(enc.out_dim, hidden),
+        nn.ReLU(),
+        nn.Linear(hidden, hidden),
+        nn.ReLU(),
+        nn.Linear(hidden, c),
+        nn.Tanh(),
+    )
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     for _ in trange(iterations, disable=not progress, desc="fit-image" + (" (RFF)" if fourier else " (no RFF)")):
         loss = torch.mean((net(coords) - target) ** 2)
@@ -65,8 +80,13 @@ def run_fit_image(args: argparse.Namespace) -> int:
         Image.fromarray(png).save(tmp, format="PNG")
     with atomic_path(out / "target.png") as tmp:
         Image.fromarray(((image + 1) * 127.5).round().astype(np.uint8)).save(tmp, format="PNG")
-    result = {"image": str(args.image), "size": args.size, "fourier": not args.no_fourier,
-              "iterations": args.iterations, "psnr_db": psnr(recon, image)}
+    result = {
+        "image": str(args.image),
+        "size": args.size,
+        "fourier": not args.no_fourier,
+        "iterations": args.iterations,
+        "psnr_db": psnr(recon, image),
+    }
     with atomic_path(out / f"{tag}.json") as tmp:
         tmp.write_text(json.dumps(result, indent=2) + "\n")
     print(f"nfd fit-image: PSNR {result['psnr_db']:.2f} dB ({tag}) -> {out}")
@@ -74,12 +94,17 @@ def run_fit_image(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("fit-image", help=verb_help(__name__),
-                       description="Fit IMAGE with a ReLU MLP of 2 hidden layers of 256 (tanh output), Adam lr 1e-3, "
-                                   "on random Fourier features (m=256, sigma=10) unless --no-fourier (App. A.1). "
-                                   "Writes OUT/fourier.png|no_fourier.png, OUT/target.png and a JSON with the PSNR.")
-    p.add_argument("image", help="an image path, or the name of a photo shipped with scikit-image "
-                                 "('astronaut', 'camera', 'coffee', ...)")
+    p = sub.add_parser(
+        "fit-image",
+        help=verb_help(__name__),
+        description="Fit IMAGE with a ReLU MLP of 2 hidden layers of 256 (tanh output), Adam lr 1e-3, "
+        "on random Fourier features (m=256, sigma=10) unless --no-fourier (App. A.1). "
+        "Writes OUT/fourier.png|no_fourier.png, OUT/target.png and a JSON with the PSNR.",
+    )
+    p.add_argument(
+        "image",
+        help="an image path, or the name of a photo shipped with scikit-image ('astronaut', 'camera', 'coffee', ...)",
+    )
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--no-fourier", action="store_true", help="feed raw coordinates to the MLP")
     p.add_argument("--size", type=int, default=128, help="resize the (centre-cropped) image to SIZE x SIZE")

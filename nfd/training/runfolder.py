@@ -53,9 +53,11 @@ def locked(out: Path) -> Iterator[None]:
             if owner is None or (owner.get("host") == me["host"] and not _alive(int(owner.get("pid", -1)))):
                 path.unlink(missing_ok=True)  # left by a dead process (or unreadable): take it over
                 continue
-            raise NfdError(f"{out}: run folder is in use by another nfd train (pid {owner.get('pid')} on "
-                           f"{owner.get('host')} since {owner.get('since')}); wait for it to finish, or delete "
-                           f"{path} if that process is gone") from None
+            raise NfdError(
+                f"{out}: run folder is in use by another nfd train (pid {owner.get('pid')} on "
+                f"{owner.get('host')} since {owner.get('since')}); wait for it to finish, or delete "
+                f"{path} if that process is gone"
+            ) from None
         with os.fdopen(fd, "w") as f:
             json.dump(me, f)
         break

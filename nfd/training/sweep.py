@@ -89,8 +89,21 @@ def _nfd(*args: str, threads: int, log: Path) -> None:
 
 
 def _train_cmd(args: argparse.Namespace, run: Run) -> list[str]:
-    cmd = ["train", "--preset", args.preset, "--data", str(args.data), "--out", str(run.folder / "run"), "--quiet",
-           "--force", "--set", f"train.seed={run.seed}", "--set", f"train.threads={run.threads}"]
+    cmd = [
+        "train",
+        "--preset",
+        args.preset,
+        "--data",
+        str(args.data),
+        "--out",
+        str(run.folder / "run"),
+        "--quiet",
+        "--force",
+        "--set",
+        f"train.seed={run.seed}",
+        "--set",
+        f"train.threads={run.threads}",
+    ]
     if args.config:
         cmd += ["--config", str(args.config)]
     for s in args.set or []:
@@ -107,17 +120,56 @@ def score(args: argparse.Namespace, run: Run, coord_dim: int) -> dict[str, Any]:
     record = run.folder / "eval.json"
     log = run.folder / "log.txt"
     res = 28 if coord_dim == 2 else args.resolution
-    _nfd("sample", "--checkpoint", str(model), "--num", str(args.num_samples), "--resolution", str(res),
-         "--seed", str(args.sample_seed), "--out", str(samples), threads=run.threads, log=log)
+    _nfd(
+        "sample",
+        "--checkpoint",
+        str(model),
+        "--num",
+        str(args.num_samples),
+        "--resolution",
+        str(res),
+        "--seed",
+        str(args.sample_seed),
+        "--out",
+        str(samples),
+        threads=run.threads,
+        log=log,
+    )
     if coord_dim == 2:
         if args.classifier is None:
             raise NfdError("scoring 2D runs needs --classifier (nfd evaluate train-classifier)")
-        _nfd("evaluate", "mnist", "--samples", str(samples), "--data", str(args.data), "--classifier",
-             str(args.classifier), "--out", str(record), threads=run.threads, log=log)
+        _nfd(
+            "evaluate",
+            "mnist",
+            "--samples",
+            str(samples),
+            "--data",
+            str(args.data),
+            "--classifier",
+            str(args.classifier),
+            "--out",
+            str(record),
+            threads=run.threads,
+            log=log,
+        )
         keys = ("classifier_fd", "confident_share", "class_entropy")
     else:
-        _nfd("evaluate", "shapes", "--samples", str(samples), "--data", str(args.data), "--points", str(args.points),
-             "--num-ref", str(args.num_ref), "--out", str(record), threads=run.threads, log=log)
+        _nfd(
+            "evaluate",
+            "shapes",
+            "--samples",
+            str(samples),
+            "--data",
+            str(args.data),
+            "--points",
+            str(args.points),
+            "--num-ref",
+            str(args.num_ref),
+            "--out",
+            str(record),
+            threads=run.threads,
+            log=log,
+        )
         keys = ("cov", "mmd", "1nna", "failure_rate")
     results = json.loads(record.read_text())["results"]
     with np.load(samples, allow_pickle=False) as z:
@@ -152,8 +204,9 @@ def _schedule(runs: list[Run], cores: int, args: argparse.Namespace) -> None:
                 log.write("$ nfd " + " ".join(cmd) + "\n")
                 log.flush()
                 env = {**os.environ, "OMP_NUM_THREADS": str(r.threads), "MKL_NUM_THREADS": str(r.threads)}
-                proc = subprocess.Popen([sys.executable, "-m", "nfd", *cmd], stdout=log, stderr=subprocess.STDOUT,
-                                        env=env)
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "nfd", *cmd], stdout=log, stderr=subprocess.STDOUT, env=env
+                )
                 active.append((r, proc, time.perf_counter(), log))
                 pending.remove(r)
                 used += r.threads
@@ -205,8 +258,9 @@ def write_table(out: Path, runs: list[Run], header: dict[str, Any]) -> None:
     for row in old:
         cols += [k for k in row if k not in cols]
     rows = [[row.get(c, "") for c in cols] for row in old]
-    rows += [[r.name, r.seed, r.threads, round(r.wall_s, 1), r.status, *[r.results.get(k) for k in cols[5:]]]
-             for r in runs]
+    rows += [
+        [r.name, r.seed, r.threads, round(r.wall_s, 1), r.status, *[r.results.get(k) for k in cols[5:]]] for r in runs
+    ]
     rows.sort(key=lambda row: (int(row[2]), int(row[1])))
     with atomic_path(out / "sweep.tsv") as tmp:
         tmp.write_text("\t".join(cols) + "\n" + "".join("\t".join(_fmt(v) for v in row) + "\n" for row in rows))
@@ -227,10 +281,17 @@ def run_sweep(args: argparse.Namespace) -> int:
     out = Path(args.out)
     runs = [Run(s, t, out / f"s{s}_t{t}") for t in args.threads for s in args.seeds]
     sat, grey = data_shares(args.data)
-    header = {"preset": args.preset, "data": str(args.data), "overrides": " ".join(args.set or []) or "none",
-              "steps": args.steps if args.steps is not None else "preset", "cpu": cpu_model(), "cores": args.cores,
-              "data_saturated": round(sat, 4), "data_grey": round(grey, 4),
-              "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    header = {
+        "preset": args.preset,
+        "data": str(args.data),
+        "overrides": " ".join(args.set or []) or "none",
+        "steps": args.steps if args.steps is not None else "preset",
+        "cpu": cpu_model(),
+        "cores": args.cores,
+        "data_saturated": round(sat, 4),
+        "data_grey": round(grey, 4),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
     t0 = time.perf_counter()
     _schedule(runs, args.cores, args)
     for r in runs:
@@ -247,8 +308,7 @@ def run_sweep(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("sweep", help=verb_help(__name__),
-                       description=__doc__, formatter_class=RawHelpFormatter)
+    p = sub.add_parser("sweep", help=verb_help(__name__), description=__doc__, formatter_class=RawHelpFormatter)
     p.add_argument("--preset", required=True, help="model preset (nfd train --preset)")
     p.add_argument("--data", required=True, type=Path, help="processed HDF5 file")
     p.add_argument("--out", required=True, type=Path, help="sweep folder: one sub-folder per run, sweep.tsv, sweep.md")
@@ -258,8 +318,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", default=None, help="YAML overrides passed to every nfd train")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override for every run (repeatable)")
     p.add_argument("--steps", type=int, default=None, help="training steps (default: the preset's)")
-    p.add_argument("--reuse", action="store_true",
-                   help="do not retrain runs whose RUN/run/model.pt and RUN/train_seconds.txt exist; score them")
+    p.add_argument(
+        "--reuse",
+        action="store_true",
+        help="do not retrain runs whose RUN/run/model.pt and RUN/train_seconds.txt exist; score them",
+    )
     p.add_argument("--classifier", type=Path, default=None, help="MNIST classifier (2D data: required)")
     p.add_argument("--num-samples", type=int, default=500, help="samples scored per run (use 100 for the chairs)")
     p.add_argument("--sample-seed", type=int, default=1, help="latent seed of the scored samples")

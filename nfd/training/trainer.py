@@ -14,22 +14,23 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from nfd.training import checkpoint as ckpt
-from nfd.training import distributed, runfolder
 from nfd.config import Config, TrainConfig, describe, resolve, save_yaml, to_dict
 from nfd.errors import NfdError
-from nfd.models.losses import g_loss, r1_penalty
-from nfd.training.loss_log import MetricsLog
 from nfd.models.build import build_discriminator_for, build_generator, pick_device
+from nfd.models.losses import g_loss, r1_penalty
+from nfd.training import checkpoint as ckpt
+from nfd.training import distributed, runfolder
+from nfd.training.loss_log import MetricsLog
 from nfd.viz.preview import save_preview
 
 METRIC_COLUMNS = ["step", "loss_d", "loss_g", "r1", "d_real", "d_fake", "sat_fake", "sat_real", "step_time"]
@@ -54,17 +55,28 @@ def adam(params: Any, lr: float, betas: tuple[float, float]) -> torch.optim.Adam
     return torch.optim.Adam(params, lr=lr, betas=betas, fused=True)
 
 
-def gan_optimizers(G: torch.nn.Module, D: torch.nn.Module,
-                   tc: TrainConfig) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
+def gan_optimizers(
+    G: torch.nn.Module, D: torch.nn.Module, tc: TrainConfig
+) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
     """The Adam optimisers of a GAN run (App. A.2), for :class:`Trainer` and ``nfd bench`` alike."""
     betas = (tc.beta1, tc.beta2)
     return adam(G.parameters(), tc.lr_g, betas), adam(D.parameters(), tc.lr_d, betas)
 
 
-def gan_step(G: torch.nn.Module, D: torch.nn.Module, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
-             coords: torch.Tensor, real: torch.Tensor, cfg: TrainConfig | Config, generator: torch.Generator | None,
-             naive: bool = False, amp: bool = False, shard: tuple[int, int] = (0, 1),
-             sync: Callable[[torch.nn.Module], None] | None = None) -> dict[str, float]:
+def gan_step(
+    G: torch.nn.Module,
+    D: torch.nn.Module,
+    opt_g: torch.optim.Optimizer,
+    opt_d: torch.optim.Optimizer,
+    coords: torch.Tensor,
+    real: torch.Tensor,
+    cfg: TrainConfig | Config,
+    generator: torch.Generator | None,
+    naive: bool = False,
+    amp: bool = False,
+    shard: tuple[int, int] = (0, 1),
+    sync: Callable[[torch.nn.Module], None] | None = None,
+) -> dict[str, float]:
     """The adversarial training step (Sec. 3.5), used by :class:`Trainer` and by ``nfd bench``.
 
     One D step (non-saturating loss with the R1 penalty on the real sets, a double backward), then one G step, all on
@@ -109,7 +121,7 @@ def gan_step(G: torch.nn.Module, D: torch.nn.Module, opt_g: torch.optim.Optimize
     if sync is not None:
         sync(D)
     opt_d.step()
-    opt_d.zero_grad(set_to_none=True)            # D's gradients are not needed again this step: free them
+    opt_d.zero_grad(set_to_none=True)  # D's gradients are not needed again this step: free them
     loss_d = (loss_real + loss_fake).detach()
 
     with autocast():
@@ -128,11 +140,16 @@ def gan_step(G: torch.nn.Module, D: torch.nn.Module, opt_g: torch.optim.Optimize
     if sync is not None:
         sync(G)
     opt_g.step()
-    opt_g.zero_grad(set_to_none=True)            # G's gradients (the size of the hypernetwork) are free during D's step
-    return {"loss_d": float(loss_d.detach()), "loss_g": float(loss_g.detach()), "r1": float(r1.detach()),
-            "d_real": float(torch.sigmoid(real_logits.detach()).mean()),
-            "d_fake": float(torch.sigmoid(fake_logits.detach()).mean()),
-            "sat_fake": saturated_share(fake), "sat_real": saturated_share(real)}
+    opt_g.zero_grad(set_to_none=True)  # G's gradients (the size of the hypernetwork) are free during D's step
+    return {
+        "loss_d": float(loss_d.detach()),
+        "loss_g": float(loss_g.detach()),
+        "r1": float(r1.detach()),
+        "d_real": float(torch.sigmoid(real_logits.detach()).mean()),
+        "d_fake": float(torch.sigmoid(fake_logits.detach()).mean()),
+        "sat_fake": saturated_share(fake),
+        "sat_real": saturated_share(real),
+    }
 
 
 SATURATION = 0.99
@@ -187,8 +204,10 @@ class Trainer:
         self.num_points = tc.num_points if 0 < tc.num_points < n_total else 0
         self.batch_size = min(tc.batch_size, len(self.data))
         # the config saved with the run records what is used, not what was asked for
-        for key, used, why in (("num_points", self.num_points, f"the data has {n_total} points per example"),
-                               ("batch_size", self.batch_size, f"the train split has {len(self.data)} examples")):
+        for key, used, why in (
+            ("num_points", self.num_points, f"the data has {n_total} points per example"),
+            ("batch_size", self.batch_size, f"the train split has {len(self.data)} examples"),
+        ):
             if getattr(tc, key) != used:
                 if self.world.is_main:
                     tqdm.write(f"nfd train: train.{key}={getattr(tc, key)} -> {used} ({why})")
@@ -198,8 +217,9 @@ class Trainer:
         self.steps_per_epoch = max(1, len(self.data) // self.batch_size)
         self.total_steps = tc.steps if tc.steps > 0 else max(1, math.ceil(tc.epochs * self.steps_per_epoch))
 
-        self.G = build_generator(cfg, self.coord_dim, self.feature_dim, num_examples=len(self.data),
-                                 points_per_example=n_total).to(self.device)
+        self.G = build_generator(
+            cfg, self.coord_dim, self.feature_dim, num_examples=len(self.data), points_per_example=n_total
+        ).to(self.device)
         betas = (tc.beta1, tc.beta2)
         if tc.model == "gan":
             self.D = build_discriminator_for(cfg, self.coord_dim, self.feature_dim).to(self.device)
@@ -209,8 +229,11 @@ class Trainer:
             latent_params = list(self.G.latents.parameters())
             ids = {id(p) for p in latent_params}
             decoder_params = [p for p in self.G.parameters() if id(p) not in ids]
-            self.opt_g = adam([{"params": decoder_params, "lr": tc.lr_g},
-                               {"params": latent_params, "lr": tc.autodecoder_lr_latent}], tc.lr_g, betas)
+            self.opt_g = adam(
+                [{"params": decoder_params, "lr": tc.lr_g}, {"params": latent_params, "lr": tc.autodecoder_lr_latent}],
+                tc.lr_g,
+                betas,
+            )
             self.opt_d = None
         for module in (self.G, self.D):
             if module is not None:
@@ -230,14 +253,16 @@ class Trainer:
         seed = self.cfg.train.seed
         epoch, pos = divmod(step, self.steps_per_epoch)
         perm = torch.randperm(len(self.data), generator=step_generator(seed, epoch, stream=1))
-        index = perm[pos * self.batch_size:(pos + 1) * self.batch_size].sort().values
-        index = index[self.world.rank::self.world.size]
+        index = perm[pos * self.batch_size : (pos + 1) * self.batch_size].sort().values
+        index = index[self.world.rank :: self.world.size]
         point_idx = None
         if self.num_points:
             g = step_generator(seed, step, stream=2)
             point_idx = torch.randperm(self.all_coords.shape[0], generator=g)[: self.num_points].sort().values.numpy()
         feats = self.data.read(index.tolist(), point_idx).to(self.device, non_blocking=True)
-        coords = self.all_coords if point_idx is None else self.all_coords[torch.as_tensor(point_idx, device=self.device)]
+        coords = (
+            self.all_coords if point_idx is None else self.all_coords[torch.as_tensor(point_idx, device=self.device)]
+        )
         return Batch(coords=coords, features=feats, index=index, point_idx=point_idx)
 
     # -- steps ------------------------------------------------------------------------------------------------
@@ -246,8 +271,19 @@ class Trainer:
         assert self.D is not None and self.opt_d is not None
         b = self.batch(step)
         g = step_generator(self.cfg.train.seed, step, stream=3, device=self.device)
-        metrics = gan_step(self.G, self.D, self.opt_g, self.opt_d, b.coords, b.features, self.cfg.train, g,
-                           amp=self.cfg.train.amp, shard=(self.world.rank, self.world.size), sync=self._sync)
+        metrics = gan_step(
+            self.G,
+            self.D,
+            self.opt_g,
+            self.opt_d,
+            b.coords,
+            b.features,
+            self.cfg.train,
+            g,
+            amp=self.cfg.train.amp,
+            shard=(self.world.rank, self.world.size),
+            sync=self._sync,
+        )
         if self.G_ema is not None:
             update_ema(self.G_ema, self.G, self.cfg.train.ema_beta)
         return metrics
@@ -277,12 +313,19 @@ class Trainer:
 
     def state(self) -> dict[str, Any]:
         return {
-            "config": to_dict(self.cfg), "model": self.cfg.train.model, "step": self.step,
-            "coord_dim": self.coord_dim, "feature_dim": self.feature_dim, "grid_shape": list(self.grid_shape),
-            "num_examples": len(self.data), "data": str(self.data_path),
-            "G": self.G.state_dict(), "D": self.D.state_dict() if self.D is not None else None,
+            "config": to_dict(self.cfg),
+            "model": self.cfg.train.model,
+            "step": self.step,
+            "coord_dim": self.coord_dim,
+            "feature_dim": self.feature_dim,
+            "grid_shape": list(self.grid_shape),
+            "num_examples": len(self.data),
+            "data": str(self.data_path),
+            "G": self.G.state_dict(),
+            "D": self.D.state_dict() if self.D is not None else None,
             "G_ema": self.G_ema.state_dict() if self.G_ema is not None else None,
-            "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict() if self.opt_d is not None else None,
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict() if self.opt_d is not None else None,
             "rng": {"torch": torch.get_rng_state()},
         }
 
@@ -293,8 +336,18 @@ class Trainer:
     def save_snapshot(self) -> Path:
         """The generator alone at this step (what sampling needs), for `nfd evaluate progress`."""
         state = self.state()
-        keep = ("config", "model", "step", "coord_dim", "feature_dim", "grid_shape", "num_examples", "data", "G",
-                "G_ema")
+        keep = (
+            "config",
+            "model",
+            "step",
+            "coord_dim",
+            "feature_dim",
+            "grid_shape",
+            "num_examples",
+            "data",
+            "G",
+            "G_ema",
+        )
         path = self.snapshot_dir / f"step_{self.step:07d}.pt"
         ckpt.save(path, {k: state[k] for k in keep})
         return path
@@ -306,11 +359,16 @@ class Trainer:
 
     def restore(self, path: Path) -> None:
         data = ckpt.load(path, map_location=self.device)
-        if data["model"] != self.cfg.train.model or data["coord_dim"] != self.coord_dim \
-                or data["feature_dim"] != self.feature_dim:
-            raise NfdError(f"{path}: checkpoint is of another model/data ({data['model']}, d={data['coord_dim']}, "
-                           f"k={data['feature_dim']}) than this run ({self.cfg.train.model}, d={self.coord_dim}, "
-                           f"k={self.feature_dim})")
+        if (
+            data["model"] != self.cfg.train.model
+            or data["coord_dim"] != self.coord_dim
+            or data["feature_dim"] != self.feature_dim
+        ):
+            raise NfdError(
+                f"{path}: checkpoint is of another model/data ({data['model']}, d={data['coord_dim']}, "
+                f"k={data['feature_dim']}) than this run ({self.cfg.train.model}, d={self.coord_dim}, "
+                f"k={self.feature_dim})"
+            )
         try:
             self.G.load_state_dict(data["G"])
             if self.G_ema is not None:
@@ -341,11 +399,14 @@ class Trainer:
                 old = (group["lr"], tuple(group["betas"]))
                 group["lr"], group["betas"] = lr, (tc.beta1, tc.beta2)
                 if old != (lr, (tc.beta1, tc.beta2)) and self.world.is_main:
-                    tqdm.write(f"nfd train: resumed optimiser now uses lr {lr:g}, betas ({tc.beta1:g}, "
-                               f"{tc.beta2:g}) (checkpoint had lr {old[0]:g}, betas ({old[1][0]:g}, {old[1][1]:g}))")
+                    tqdm.write(
+                        f"nfd train: resumed optimiser now uses lr {lr:g}, betas ({tc.beta1:g}, "
+                        f"{tc.beta2:g}) (checkpoint had lr {old[0]:g}, betas ({old[1][0]:g}, {old[1][1]:g}))"
+                    )
 
-    def fit(self, resume: bool = False, progress: bool = True, force: bool = False,
-            stop: StopSignals | None = None) -> Path:
+    def fit(
+        self, resume: bool = False, progress: bool = True, force: bool = False, stop: StopSignals | None = None
+    ) -> Path:
         """Train to ``total_steps``; returns the final checkpoint ``out/model.pt``.
 
         The run folder is locked for the duration (one writer at a time). A fresh run refuses a folder that holds
@@ -358,12 +419,14 @@ class Trainer:
         """
         lock = runfolder.locked(self.out) if self.world.is_main else contextlib.nullcontext()
         try:
-            with lock, (contextlib.nullcontext(stop) if stop is not None else StopSignals()) as stop:
+            with lock, contextlib.nullcontext(stop) if stop is not None else StopSignals() as stop:
                 return self._fit(resume, progress, force, stop)
         except OSError as e:  # a full disk while writing metrics, previews or the config: one line, with the file
             where = e.filename or self.out
-            raise NfdError(f"{where}: cannot write ({e.strerror or e}); the last checkpoint is "
-                           f"{self.last_path if self.last_path.is_file() else 'not written yet'}") from None
+            raise NfdError(
+                f"{where}: cannot write ({e.strerror or e}); the last checkpoint is "
+                f"{self.last_path if self.last_path.is_file() else 'not written yet'}"
+            ) from None
 
     def _prepare_folder(self, resume: bool, force: bool) -> None:
         """Rank 0: clean the folder for this run and restore the checkpoint if resuming."""
@@ -375,20 +438,23 @@ class Trainer:
         if not resume:
             old = runfolder.existing_outputs(self.out)
             if old and not force:
-                raise NfdError(f"{self.out}: holds another run's outputs ({', '.join(old)}); pass --resume to "
-                               "continue it or --force to delete them first")
+                raise NfdError(
+                    f"{self.out}: holds another run's outputs ({', '.join(old)}); pass --resume to "
+                    "continue it or --force to delete them first"
+                )
             runfolder.clear(self.out)
             return
         self.restore(self.last_path)
-        stale = runfolder.remove_after(self.snapshot_dir, self.step) + \
-            runfolder.remove_after(self.out / "samples", self.step)
+        stale = runfolder.remove_after(self.snapshot_dir, self.step) + runfolder.remove_after(
+            self.out / "samples", self.step
+        )
         if self.step < self.total_steps:
             stale += [p for p in [self.out / "model.pt"] if p.is_file()]
             (self.out / "model.pt").unlink(missing_ok=True)
         if stale:
             tqdm.write(f"nfd train: resuming at step {self.step}: removed {len(stale)} later output(s)")
 
-    def _fit(self, resume: bool, progress: bool, force: bool, stop: "StopSignals") -> Path:
+    def _fit(self, resume: bool, progress: bool, force: bool, stop: StopSignals) -> Path:
         main = self.world.is_main
         if main:
             self._prepare_folder(resume, force)
@@ -399,14 +465,20 @@ class Trainer:
         log = None
         if main:
             save_yaml(self.cfg, self.out / "config.yaml")
-            log = MetricsLog(self.out / "metrics.tsv", METRIC_COLUMNS if gan else AD_METRIC_COLUMNS,
-                             start_step=self.step)
+            log = MetricsLog(
+                self.out / "metrics.tsv", METRIC_COLUMNS if gan else AD_METRIC_COLUMNS, start_step=self.step
+            )
         tc = self.cfg.train
         self.G.train()
         if self.D is not None:
             self.D.train()
-        bar = tqdm(total=self.total_steps, initial=self.step, disable=not (progress and main),
-                   desc=f"train {self.cfg.name}", dynamic_ncols=True)
+        bar = tqdm(
+            total=self.total_steps,
+            initial=self.step,
+            disable=not (progress and main),
+            desc=f"train {self.cfg.name}",
+            dynamic_ncols=True,
+        )
         try:
             while self.step < self.total_steps:
                 t0 = time.perf_counter()
@@ -417,8 +489,10 @@ class Trainer:
                 bad = [k for k, v in metrics.items() if not math.isfinite(v)]
                 if bad:
                     last = self.last_path if self.last_path.is_file() else "none written yet"
-                    raise NfdError(f"non-finite {', '.join(bad)} at step {self.step} "
-                                   f"({', '.join(f'{k}={metrics[k]}' for k in bad)}); last good checkpoint: {last}")
+                    raise NfdError(
+                        f"non-finite {', '.join(bad)} at step {self.step} "
+                        f"({', '.join(f'{k}={metrics[k]}' for k in bad)}); last good checkpoint: {last}"
+                    )
                 self.step += 1
                 metrics["step_time"] = time.perf_counter() - t0
                 bar.update(1)
@@ -445,8 +519,10 @@ class Trainer:
         if self.world.active:
             drift = max(distributed.max_divergence(m, self.world) for m in (self.G, self.D) if m is not None)
             if drift > 0:
-                raise NfdError(f"the {self.world.size} training processes hold different weights at step {self.step} "
-                               f"(largest difference {drift:.3g}); nothing saved")
+                raise NfdError(
+                    f"the {self.world.size} training processes hold different weights at step {self.step} "
+                    f"(largest difference {drift:.3g}); nothing saved"
+                )
         if main:
             self.save()
             self.save(final)
@@ -497,7 +573,7 @@ class StopSignals:
         self.signum = signum
         tqdm.write(f"nfd train: {signal.Signals(signum).name}: stopping after this step (again to stop now)")
 
-    def __enter__(self) -> "StopSignals":
+    def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._old[sig] = signal.signal(sig, self._handle)
@@ -519,8 +595,11 @@ def run_train(args: argparse.Namespace) -> int:
             final = trainer.fit(resume=args.resume, progress=not args.quiet, force=args.force, stop=stop)
         except Interrupted as e:
             if trainer.world.is_main:
-                print(f"nfd train: interrupted ({signal.Signals(e.signum).name}) after step {e.step}; checkpoint "
-                      f"{e.checkpoint}; continue with the same command and --resume", file=sys.stderr)
+                print(
+                    f"nfd train: interrupted ({signal.Signals(e.signum).name}) after step {e.step}; checkpoint "
+                    f"{e.checkpoint}; continue with the same command and --resume",
+                    file=sys.stderr,
+                )
             return 128 + e.signum
         finally:
             distributed.shutdown(trainer.world)
@@ -539,25 +618,36 @@ def register(sub: argparse._SubParsersAction) -> None:
     from nfd.cli import RawHelpFormatter, int_at_least, verb_help
     from nfd.config import PRESETS
 
-    p = sub.add_parser("train", help=verb_help(__name__),
-                       description="Train a neural function distribution against a point-cloud discriminator "
-                                   "(or the auto-decoder / set-discriminator baselines). Writes OUT/config.yaml, "
-                                   "OUT/metrics.tsv, OUT/samples/*.png, OUT/checkpoints/last.pt, OUT/snapshots/ "
-                                   "(generator-only snapshots every train.keep_every steps) and OUT/model.pt. Data-parallel over "
-                                   "N GPUs (or N CPU processes): `torchrun --nproc_per_node=N -m nfd train ...`; the "
-                                   "batch is the global batch, split over the processes, and a run resumes with any N.",
-                       epilog=_config_help(), formatter_class=RawHelpFormatter)
+    p = sub.add_parser(
+        "train",
+        help=verb_help(__name__),
+        description="Train a neural function distribution against a point-cloud discriminator "
+        "(or the auto-decoder / set-discriminator baselines). Writes OUT/config.yaml, "
+        "OUT/metrics.tsv, OUT/samples/*.png, OUT/checkpoints/last.pt, OUT/snapshots/ "
+        "(generator-only snapshots every train.keep_every steps) and OUT/model.pt. Data-parallel over "
+        "N GPUs (or N CPU processes): `torchrun --nproc_per_node=N -m nfd train ...`; the "
+        "batch is the global batch, split over the processes, and a run resumes with any N.",
+        epilog=_config_help(),
+        formatter_class=RawHelpFormatter,
+    )
     p.add_argument("--preset", required=True, help=f"named preset: {', '.join(PRESETS)}")
     p.add_argument("--data", required=True, help="processed HDF5 file (nfd data prepare ...)")
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--config", default=None, help="YAML file of overrides applied after the preset")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
-    p.add_argument("--steps", type=int_at_least(1), default=None,
-                   help="number of training steps, >= 1 (overrides train.steps)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue from OUT/checkpoints/last.pt if it exists (later outputs are dropped)")
-    p.add_argument("--force", action="store_true",
-                   help="start afresh in an OUT that holds another run's outputs, deleting them first")
+    p.add_argument(
+        "--steps", type=int_at_least(1), default=None, help="number of training steps, >= 1 (overrides train.steps)"
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from OUT/checkpoints/last.pt if it exists (later outputs are dropped)",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="start afresh in an OUT that holds another run's outputs, deleting them first",
+    )
     p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (overrides train.device)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_train)

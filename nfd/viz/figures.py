@@ -27,9 +27,9 @@ from nfd.cli import int_at_least, verb_help  # noqa: E402
 from nfd.errors import NfdError  # noqa: E402
 from nfd.io import atomic_path  # noqa: E402
 from nfd.sampling.samples_file import read_samples  # noqa: E402
-from nfd.viz.preview import grid_image, tile  # noqa: E402
 from nfd.viz import selection  # noqa: E402
 from nfd.viz.figure_registry import FIGURES as FIGURE_SPECS  # noqa: E402
+from nfd.viz.preview import grid_image, tile  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -74,8 +74,10 @@ def load_renders(path: Path) -> list[np.ndarray]:
     images = [load_png(f) for f in files]
     sizes = {im.shape[:2] for im in images}
     if len(sizes) > 1:  # renders of different runs (another --size) mixed in one folder
-        raise NfdError(f"{path}: rendered PNGs of different sizes ({', '.join(f'{w}x{h}' for h, w in sorted(sizes))}); "
-                       "render the folder again with `nfd render`")
+        raise NfdError(
+            f"{path}: rendered PNGs of different sizes ({', '.join(f'{w}x{h}' for h, w in sorted(sizes))}); "
+            "render the folder again with `nfd render`"
+        )
     return images
 
 
@@ -118,8 +120,10 @@ def _choose_batch(items: list, scores: list[np.ndarray], criterion: selection.Cr
     if len(scores) != len(items):
         raise NfdError(f"{what}: {len(items)} batches to show but {len(scores)} scored")
     best = selection.best_batch(scores)
-    print(f"nfd figure: {what}, batches scored by the mean {criterion.describe()}:\n"
-          f"{selection.format_batch_table(scores, best)}")
+    print(
+        f"nfd figure: {what}, batches scored by the mean {criterion.describe()}:\n"
+        f"{selection.format_batch_table(scores, best)}"
+    )
     return best, f"batch {best + 1} of {len(items)}"
 
 
@@ -162,8 +166,12 @@ def fig7(inputs: dict[str, Path], title: str, opts: FigureOptions | None = None)
     ups = np.stack([_bicubic(s, r_high) for s in low])
     low_nn = np.stack([np.kron(s, np.ones((r_high // r_low, r_high // r_low, 1))) for s in low])
     cols = [grid_image(low_nn, cols=2), grid_image(high, cols=2), grid_image(ups, cols=2)]
-    return _panels(cols, [f"{r_low}x{r_low} (training)", f"{r_high}x{r_high} (same functions)",
-                          f"bicubic {r_low}->{r_high}"], title, width=4.5)
+    return _panels(
+        cols,
+        [f"{r_low}x{r_low} (training)", f"{r_high}x{r_high} (same functions)", f"bicubic {r_low}->{r_high}"],
+        title,
+        width=4.5,
+    )
 
 
 def _sample_columns(inputs: dict[str, Path], title: str, names: dict[str, str]) -> plt.Figure:
@@ -171,8 +179,11 @@ def _sample_columns(inputs: dict[str, Path], title: str, names: dict[str, str]) 
     return _panels(ims, [names.get(k, k) for k in inputs], title)
 
 
-MODEL_NAMES = {"mnist": "NFD (PointConv discriminator)", "mnist_autodecoder": "auto-decoder",
-               "mnist_setdisc": "NFD (set discriminator)"}
+MODEL_NAMES = {
+    "mnist": "NFD (PointConv discriminator)",
+    "mnist_autodecoder": "auto-decoder",
+    "mnist_setdisc": "NFD (set discriminator)",
+}
 
 
 def mnist_columns(inputs: dict[str, Path], title: str, opts: FigureOptions | None = None) -> plt.Figure:
@@ -285,30 +296,51 @@ def run_figure(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     inputs = "; ".join(f"{name} {spec.inputs_help}" for name, spec in FIGURE_SPECS.items())
-    p = sub.add_parser("figure", help=verb_help(__name__),
-                       description=f"Compose a paper figure ({', '.join(FIGURE_SPECS)}) from the outputs of "
-                                   f"fit-image, sample and render. Inputs are given as NAME=PATH: {inputs}. Several "
-                                   "batches: number the inputs KEY_b0, KEY_b1, ... "
-                                   "(fig6 adds celebahq64_data=H5 celebahq128_data=H5, fig9 samples_bN=NPZ and "
-                                   "data=H5): fig6 and fig9 then show the best batch, fig11 the worst samples of "
-                                   "all. Chairs are scored by the squared Chamfer distance to the nearest test "
-                                   "chair (surface points of marching-cubes meshes), images by the mean squared "
-                                   "pixel difference to the nearest test image; the figure title names the "
-                                   "criterion and the log lists every score.")
+    p = sub.add_parser(
+        "figure",
+        help=verb_help(__name__),
+        description=f"Compose a paper figure ({', '.join(FIGURE_SPECS)}) from the outputs of "
+        f"fit-image, sample and render. Inputs are given as NAME=PATH: {inputs}. Several "
+        "batches: number the inputs KEY_b0, KEY_b1, ... "
+        "(fig6 adds celebahq64_data=H5 celebahq128_data=H5, fig9 samples_bN=NPZ and "
+        "data=H5): fig6 and fig9 then show the best batch, fig11 the worst samples of "
+        "all. Chairs are scored by the squared Chamfer distance to the nearest test "
+        "chair (surface points of marching-cubes meshes), images by the mean squared "
+        "pixel difference to the nearest test image; the figure title names the "
+        "criterion and the log lists every score.",
+    )
     p.add_argument("name", choices=sorted(FIGURES), help="which figure")
     p.add_argument("--input", action="append", metavar="NAME=PATH", help="an input (repeatable)")
     p.add_argument("--out", required=True, help="output PNG")
     p.add_argument("--label", default="", help="subtitle: data set, preset and resolution")
     p.add_argument("--dpi", type=_positive_int, default=100, help="resolution of the PNG (default: 100)")
-    p.add_argument("--num-ref", type=_non_negative_int, default=0, metavar="N",
-                   help="test examples the scores compare with; 0 = the whole test split (default: 0)")
-    p.add_argument("--points", type=_positive_int, default=selection.SHAPE_POINTS, metavar="P",
-                   help=f"surface points per chair for the Chamfer distance (default: {selection.SHAPE_POINTS})")
-    p.add_argument("--worst", type=_positive_int, default=FigureOptions.worst, metavar="K",
-                   help=f"fig11: how many of the worst samples to show (default: {FigureOptions.worst})")
-    p.add_argument("--seed", type=_non_negative_int, default=0,
-                   help="draws the --num-ref references and the surface points, as `nfd evaluate shapes --seed` "
-                        "(default: 0)")
+    p.add_argument(
+        "--num-ref",
+        type=_non_negative_int,
+        default=0,
+        metavar="N",
+        help="test examples the scores compare with; 0 = the whole test split (default: 0)",
+    )
+    p.add_argument(
+        "--points",
+        type=_positive_int,
+        default=selection.SHAPE_POINTS,
+        metavar="P",
+        help=f"surface points per chair for the Chamfer distance (default: {selection.SHAPE_POINTS})",
+    )
+    p.add_argument(
+        "--worst",
+        type=_positive_int,
+        default=FigureOptions.worst,
+        metavar="K",
+        help=f"fig11: how many of the worst samples to show (default: {FigureOptions.worst})",
+    )
+    p.add_argument(
+        "--seed",
+        type=_non_negative_int,
+        default=0,
+        help="draws the --num-ref references and the surface points, as `nfd evaluate shapes --seed` (default: 0)",
+    )
     p.set_defaults(func=run_figure)
 
 
@@ -316,6 +348,7 @@ _non_negative_int = int_at_least(0)
 _positive_int = int_at_least(1)
 
 
-FIGURES: dict[str, Callable[..., plt.Figure]] = {name: globals()[spec.builder or name]
-                                                 for name, spec in FIGURE_SPECS.items()}
+FIGURES: dict[str, Callable[..., plt.Figure]] = {
+    name: globals()[spec.builder or name] for name, spec in FIGURE_SPECS.items()
+}
 """Figure name -> its builder, function(inputs, title, opts=None) returning a matplotlib figure."""

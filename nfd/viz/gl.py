@@ -174,8 +174,10 @@ def _auto_candidates() -> list[str]:
     if loaded is not None:
         if loaded in ("egl", "osmesa"):
             return [loaded, "matplotlib"]
-        _fall_back(f"PyOpenGL was already imported for platform {loaded!r} (not egl/osmesa) before nfd.viz.render "
-                   "chose one, falling back to matplotlib")
+        _fall_back(
+            f"PyOpenGL was already imported for platform {loaded!r} (not egl/osmesa) before nfd.viz.render "
+            "chose one, falling back to matplotlib"
+        )
         return ["matplotlib"]
     user = os.environ.get("PYOPENGL_PLATFORM")
     if user:
@@ -202,7 +204,8 @@ def resolve(backend: str) -> str:
             if state.gl_platform is not None and state.gl_platform != backend:
                 raise RenderUnavailableError(
                     f"{_GL_NAMES[backend]} unavailable: this process already renders with "
-                    f"{_GL_NAMES[state.gl_platform]} (PyOpenGL binds one platform per process)")
+                    f"{_GL_NAMES[state.gl_platform]} (PyOpenGL binds one platform per process)"
+                )
             try:
                 state.renderer = _open_gl(backend)
             except RenderUnavailableError as e:

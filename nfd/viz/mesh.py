@@ -14,10 +14,10 @@ out as one-voxel terraces, which smooth shading shows as rings. A few iterations
 shrinking Laplacian step followed by an inflating one) round the terraces' edges and the voxel-scale jaggedness while
 leaving the shape where it was: the level-0 surface is extracted exactly as before and only its vertices move, by a
 small fraction of a voxel. Terraces many voxels apart are longer than the filter's pass band (about 14 edges) and
-survive it; ``nfd render`` hides those by smoothing its shading normals (``nfd.viz.render.shading_normals``). ``nfd mesh``
-measures how far the vertices moved, as the symmetric Chamfer distance between the smoothed and the unsmoothed mesh,
-and writes it to its summary and its log. The shape metrics (``nfd evaluate shapes``) always use the unsmoothed
-surface.
+survive it; ``nfd render`` hides those by smoothing its shading normals (``nfd.viz.render.shading_normals``).
+``nfd mesh`` measures how far the vertices moved, as the symmetric Chamfer distance between the smoothed and the
+unsmoothed mesh, and writes it to its summary and its log. The shape metrics (``nfd evaluate shapes``) always use the
+unsmoothed surface.
 """
 
 from __future__ import annotations
@@ -118,8 +118,9 @@ def _umbrella_operator(mesh: trimesh.Trimesh) -> sparse.csr_matrix:
     return sparse.diags(inv) @ adj
 
 
-def smooth_mesh(mesh: trimesh.Trimesh, iterations: int = SMOOTH_ITERATIONS, lamb: float = TAUBIN_LAMBDA,
-                mu: float = TAUBIN_MU) -> trimesh.Trimesh:
+def smooth_mesh(
+    mesh: trimesh.Trimesh, iterations: int = SMOOTH_ITERATIONS, lamb: float = TAUBIN_LAMBDA, mu: float = TAUBIN_MU
+) -> trimesh.Trimesh:
     """Taubin lambda/mu smoothing: ``iterations`` times, ``v += lamb * L v`` then ``v += mu * L v``.
 
     ``L v`` is the umbrella Laplacian (mean of a vertex's neighbours minus the vertex). The shrinking step
@@ -229,12 +230,16 @@ def _load_samples(samples_npz: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
         raise NfdError(f"{path}: samples are {coord_dim}D (coord_dim={coord_dim}); meshes need 3D samples")
     if features.ndim == 5:
         if features.shape[-1] != 1:
-            raise NfdError(f"{path}: features have {features.shape[-1]} channels; meshes need 1 (occupancy), "
-                           f"shape {tuple(features.shape)}")
+            raise NfdError(
+                f"{path}: features have {features.shape[-1]} channels; meshes need 1 (occupancy), "
+                f"shape {tuple(features.shape)}"
+            )
         features = features[..., 0]
     if features.ndim != 4 or len(set(features.shape[1:])) != 1:
-        raise NfdError(f"{path}: 'features' has shape {tuple(features.shape)}; expected 3D samples "
-                       "[num, R, R, R, 1] (or [num, R, R, R])")
+        raise NfdError(
+            f"{path}: 'features' has shape {tuple(features.shape)}; expected 3D samples "
+            "[num, R, R, R, 1] (or [num, R, R, R])"
+        )
     return features, meta
 
 
@@ -254,9 +259,15 @@ def clear_outputs(out: Path) -> list[str]:
     return removed
 
 
-def export_meshes(samples_npz: str | Path, out_dir: str | Path, level: float = 0.0, fmt: str = "ply",
-                  smooth_iterations: int = 0, cleared: list[str] | None = None,
-                  progress: bool = False) -> dict[str, Any]:
+def export_meshes(
+    samples_npz: str | Path,
+    out_dir: str | Path,
+    level: float = 0.0,
+    fmt: str = "ply",
+    smooth_iterations: int = 0,
+    cleared: list[str] | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
     """Mesh every sample of a ``nfd sample`` .npz into ``out_dir/sample_000.<fmt>``, ... plus ``summary.json``.
 
     ``smooth_iterations`` > 0 applies that many Taubin iterations (``smooth_mesh``) to each marching-cubes surface
@@ -316,18 +327,31 @@ def export_meshes(samples_npz: str | Path, out_dir: str | Path, level: float = 0
         with atomic_path(out / name) as tmp:
             mesh.export(tmp, file_type=fmt)
         written.add(name)
-        records.append({"index": i, "file": name, "vertices": int(len(mesh.vertices)), "faces": int(len(mesh.faces)),
-                        "watertight": bool(mesh.is_watertight), "empty": False, **record})
+        records.append(
+            {
+                "index": i,
+                "file": name,
+                "vertices": int(len(mesh.vertices)),
+                "faces": int(len(mesh.faces)),
+                "watertight": bool(mesh.is_watertight),
+                "empty": False,
+                **record,
+            }
+        )
 
     resolution = int(features.shape[1])
     chamfer = None
     if chamfers:
         rel, vox = np.array(chamfers).T
-        chamfer = {"mean": float(rel.mean()), "max": float(rel.max()), "mean_voxels": float(vox.mean()),
-                   "max_voxels": float(vox.max()),
-                   "definition": "symmetric Chamfer distance: mean distance of points sampled on each surface to the "
-                                 f"other surface ({CHAMFER_POINTS} per mesh), relative to the unsmoothed mesh's "
-                                 "bounding-box diagonal (mean, max over meshes); also in voxels of the grid"}
+        chamfer = {
+            "mean": float(rel.mean()),
+            "max": float(rel.max()),
+            "mean_voxels": float(vox.mean()),
+            "max_voxels": float(vox.max()),
+            "definition": "symmetric Chamfer distance: mean distance of points sampled on each surface to the "
+            f"other surface ({CHAMFER_POINTS} per mesh), relative to the unsmoothed mesh's "
+            "bounding-box diagonal (mean, max over meshes); also in voxels of the grid",
+        }
     summary = {
         "source": str(samples_npz),
         "level": float(level),
@@ -336,8 +360,13 @@ def export_meshes(samples_npz: str | Path, out_dir: str | Path, level: float = 0
         "num_samples": int(features.shape[0]),
         "num_meshes": len(written),
         "empty": empty,
-        "smoothing": {"method": "taubin" if smooth_iterations else "none", "iterations": smooth_iterations,
-                      "lambda": TAUBIN_LAMBDA, "mu": TAUBIN_MU, "chamfer_to_unsmoothed": chamfer},
+        "smoothing": {
+            "method": "taubin" if smooth_iterations else "none",
+            "iterations": smooth_iterations,
+            "lambda": TAUBIN_LAMBDA,
+            "mu": TAUBIN_MU,
+            "chamfer_to_unsmoothed": chamfer,
+        },
         "samples": records,
         **{k: v for k, v in meta.items() if k in ("seed", "preset")},
     }
@@ -348,9 +377,15 @@ def export_meshes(samples_npz: str | Path, out_dir: str | Path, level: float = 0
 
 def _cmd_mesh(args: argparse.Namespace) -> int:
     cleared: list[str] = []
-    summary = export_meshes(args.samples, args.out, level=args.level, fmt=args.format,
-                            smooth_iterations=args.smooth_iterations, cleared=cleared,
-                            progress=not args.log_quiet)
+    summary = export_meshes(
+        args.samples,
+        args.out,
+        level=args.level,
+        fmt=args.format,
+        smooth_iterations=args.smooth_iterations,
+        cleared=cleared,
+        progress=not args.log_quiet,
+    )
     n_empty = len(summary["empty"])
     msg = f"wrote {summary['num_meshes']} {summary['format']} meshes to {args.out}"
     if cleared:
@@ -365,9 +400,11 @@ def _cmd_mesh(args: argparse.Namespace) -> int:
         if c is None:
             print(f"{how}: no mesh to compare")
         else:
-            print(f"{how}: symmetric Chamfer distance to the unsmoothed surface {c['mean']:.2e} of the bounding-box "
-                  f"diagonal on average (max {c['max']:.2e}), {c['mean_voxels']:.3f} voxels (max "
-                  f"{c['max_voxels']:.3f})")
+            print(
+                f"{how}: symmetric Chamfer distance to the unsmoothed surface {c['mean']:.2e} of the bounding-box "
+                f"diagonal on average (max {c['max']:.2e}), {c['mean_voxels']:.3f} voxels (max "
+                f"{c['max_voxels']:.3f})"
+            )
     else:
         print("no smoothing: the raw marching-cubes surface")
     return 0
@@ -392,15 +429,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "to summary.json."
         ),
     )
-    p.add_argument("--samples", required=True, metavar="FILE.npz",
-                   help="samples file from `nfd sample` with 3D features [num, R, R, R, 1]")
-    p.add_argument("--out", required=True, metavar="DIR",
-                   help="output folder (created if missing); the meshes and summary.json of an earlier run in it "
-                        "are removed first")
-    p.add_argument("--level", type=float, default=0.0,
-                   help="iso level in feature units, inside = above it (default: 0.0, occupancy probability 0.5)")
+    p.add_argument(
+        "--samples",
+        required=True,
+        metavar="FILE.npz",
+        help="samples file from `nfd sample` with 3D features [num, R, R, R, 1]",
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="output folder (created if missing); the meshes and summary.json of an earlier run in it "
+        "are removed first",
+    )
+    p.add_argument(
+        "--level",
+        type=float,
+        default=0.0,
+        help="iso level in feature units, inside = above it (default: 0.0, occupancy probability 0.5)",
+    )
     p.add_argument("--format", choices=MESH_FORMATS, default="ply", help="mesh file format (default: ply)")
-    p.add_argument("--smooth-iterations", type=_non_negative_int, default=SMOOTH_ITERATIONS, metavar="N",
-                   help=f"Taubin smoothing iterations (lambda {TAUBIN_LAMBDA}, mu {TAUBIN_MU}) applied to each "
-                        f"marching-cubes surface; 0 = off (default: {SMOOTH_ITERATIONS})")
+    p.add_argument(
+        "--smooth-iterations",
+        type=_non_negative_int,
+        default=SMOOTH_ITERATIONS,
+        metavar="N",
+        help=f"Taubin smoothing iterations (lambda {TAUBIN_LAMBDA}, mu {TAUBIN_MU}) applied to each "
+        f"marching-cubes surface; 0 = off (default: {SMOOTH_ITERATIONS})",
+    )
     p.set_defaults(func=_cmd_mesh)

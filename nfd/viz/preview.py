@@ -46,7 +46,7 @@ def tile(images: Sequence[np.ndarray], cols: int | None = None, pad: int = 2) ->
     out = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, 3), 255, np.uint8)
     for i, im in enumerate(images):
         r, c = divmod(i, cols)
-        out[pad + r * (h + pad):pad + r * (h + pad) + h, pad + c * (w + pad):pad + c * (w + pad) + w] = im[..., :3]
+        out[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + c * (w + pad) : pad + c * (w + pad) + w] = im[..., :3]
     return out
 
 
@@ -56,7 +56,8 @@ def grid_image(samples: np.ndarray, cols: int | None = None, pad: int = 2) -> np
 
 
 def save_preview(samples: np.ndarray, path: str | Path, title: str = "") -> None:
-    """Write the tiled grid as a PNG (atomically), upscaled so small samples stay visible; ``title`` goes in its metadata."""
+    """Write the tiled grid as a PNG (atomically), upscaled so small samples stay visible; ``title`` goes in its
+    metadata."""
     img = grid_image(samples)
     scale = max(1, 256 // img.shape[0])
     pil = Image.fromarray(img).resize((img.shape[1] * scale, img.shape[0] * scale), Image.NEAREST)

@@ -121,8 +121,9 @@ def _lights_world(rot: np.ndarray) -> list[tuple[np.ndarray, float]]:
     return [(rot @ _unit(d), k) for d, k in _LIGHTS_CAM]
 
 
-def shading_normals(mesh: trimesh.Trimesh, iterations: int = 0,
-                    feature_angle_deg: float = FEATURE_ANGLE_DEG) -> np.ndarray:
+def shading_normals(
+    mesh: trimesh.Trimesh, iterations: int = 0, feature_angle_deg: float = FEATURE_ANGLE_DEG
+) -> np.ndarray:
     """Unit vertex normals for shading ``[V, 3]``: area-weighted face normals, then ``iterations`` rounds of averaging
     each vertex's normal with its edge neighbours' (only neighbours within ``feature_angle_deg`` of it, so creases
     stay sharp). Changes only the shading, never the geometry."""
@@ -135,15 +136,17 @@ def shading_normals(mesh: trimesh.Trimesh, iterations: int = 0,
     cos_limit = np.cos(np.deg2rad(feature_angle_deg))
     for _ in range(int(iterations)):
         w = (np.einsum("ij,ij->i", normals[i], normals[j]) > cos_limit).astype(np.float64)
-        acc = normals + np.stack([np.bincount(i, weights=w * normals[j, c], minlength=len(normals))
-                                  for c in range(3)], axis=1)
+        acc = normals + np.stack(
+            [np.bincount(i, weights=w * normals[j, c], minlength=len(normals)) for c in range(3)], axis=1
+        )
         length = np.linalg.norm(acc, axis=1, keepdims=True)
         normals = np.divide(acc, length, out=normals, where=length > 0)
     return normals
 
 
-def _render_pyrender(mesh: trimesh.Trimesh, size: int, azimuth_deg: float, elevation_deg: float,
-                     normal_smoothing: int = 0) -> np.ndarray:
+def _render_pyrender(
+    mesh: trimesh.Trimesh, size: int, azimuth_deg: float, elevation_deg: float, normal_smoothing: int = 0
+) -> np.ndarray:
     import pyrender  # noqa: PLC0415 - imported by nfd.viz.gl with the right platform
 
     verts, pose = _normalised_view(mesh, azimuth_deg, elevation_deg)
@@ -151,7 +154,8 @@ def _render_pyrender(mesh: trimesh.Trimesh, size: int, azimuth_deg: float, eleva
     if normal_smoothing:
         tm.vertex_normals = shading_normals(tm, normal_smoothing)
     material = pyrender.MetallicRoughnessMaterial(
-        baseColorFactor=[*(BASE_COLOR**2.2).tolist(), 1.0], metallicFactor=0.0, roughnessFactor=1.0, doubleSided=True)
+        baseColorFactor=[*(BASE_COLOR**2.2).tolist(), 1.0], metallicFactor=0.0, roughnessFactor=1.0, doubleSided=True
+    )
     # pyrender shades in linear space and gamma-encodes the result (x ** (1 / 2.2)): linear base colour, a lower
     # ambient term and pi * k light intensities (its diffuse term is base / pi) keep the look close to the matplotlib
     # painter's plain Lambert shading.
@@ -173,8 +177,9 @@ def _render_pyrender(mesh: trimesh.Trimesh, size: int, azimuth_deg: float, eleva
     return np.ascontiguousarray(color[..., :3], dtype=np.uint8)
 
 
-def _render_matplotlib(mesh: trimesh.Trimesh, size: int, azimuth_deg: float, elevation_deg: float,
-                       normal_smoothing: int = 0) -> np.ndarray:
+def _render_matplotlib(
+    mesh: trimesh.Trimesh, size: int, azimuth_deg: float, elevation_deg: float, normal_smoothing: int = 0
+) -> np.ndarray:
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415
     from matplotlib.collections import PolyCollection  # noqa: PLC0415
     from matplotlib.figure import Figure  # noqa: PLC0415
@@ -234,9 +239,15 @@ def _render_matplotlib(mesh: trimesh.Trimesh, size: int, azimuth_deg: float, ele
     return out
 
 
-def render_mesh(mesh: trimesh.Trimesh, size: int = 256, backend: str = "auto", *,
-                azimuth_deg: float = AZIMUTH_DEG, elevation_deg: float = ELEVATION_DEG,
-                normal_smoothing: int = 0) -> np.ndarray:
+def render_mesh(
+    mesh: trimesh.Trimesh,
+    size: int = 256,
+    backend: str = "auto",
+    *,
+    azimuth_deg: float = AZIMUTH_DEG,
+    elevation_deg: float = ELEVATION_DEG,
+    normal_smoothing: int = 0,
+) -> np.ndarray:
     """Render ``mesh`` offscreen to an RGB image ``[size, size, 3]`` uint8 on white.
 
     The mesh is centred and scaled to fit; the camera looks at it from the front-right, slightly above (+y up on
@@ -255,8 +266,14 @@ def render_mesh(mesh: trimesh.Trimesh, size: int = 256, backend: str = "auto", *
         return _render_pyrender(mesh, size, azimuth_deg, elevation_deg, normal_smoothing)
 
 
-def render_mesh_file(path: str | Path, out_png: str | Path, size: int = 256, backend: str = "auto",
-                     normal_smoothing: int = 0, **view: float) -> None:
+def render_mesh_file(
+    path: str | Path,
+    out_png: str | Path,
+    size: int = 256,
+    backend: str = "auto",
+    normal_smoothing: int = 0,
+    **view: float,
+) -> None:
     """Load a mesh file and write its rendering to ``out_png`` (atomically)."""
     from PIL import Image  # noqa: PLC0415
 
@@ -303,8 +320,9 @@ def _cmd_render(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise NfdError(f"output path exists and is not a folder: {out}")
-    files = sorted(p for p in src.iterdir() if p.is_file() and p.suffix.lower() in MESH_SUFFIXES
-                   and not p.name.startswith("."))
+    files = sorted(
+        p for p in src.iterdir() if p.is_file() and p.suffix.lower() in MESH_SUFFIXES and not p.name.startswith(".")
+    )
     stems: dict[str, Path] = {}
     for f in files:
         if f.stem in stems:
@@ -328,9 +346,15 @@ def _cmd_render(args: argparse.Namespace) -> int:
     with logging_redirect_tqdm(loggers=[logging.getLogger("nfd")]):
         bar = progress_bar(files, desc="render", unit="mesh", enabled=not args.log_quiet)
         for i, f in enumerate(bar):
-            render_mesh_file(f, out / f"{f.stem}.png", size=args.size, backend=args.backend,
-                             normal_smoothing=args.normal_smoothing, azimuth_deg=args.azimuth,
-                             elevation_deg=args.elevation)
+            render_mesh_file(
+                f,
+                out / f"{f.stem}.png",
+                size=args.size,
+                backend=args.backend,
+                normal_smoothing=args.normal_smoothing,
+                azimuth_deg=args.azimuth,
+                elevation_deg=args.elevation,
+            )
             if i == 0:
                 bar.write(f"rendering with {gl.describe(backend_used() or 'matplotlib')}", file=sys.stderr)
     print(f"rendered {len(files)} meshes to {out} in {time.perf_counter() - t0:.1f}s")
@@ -355,18 +379,43 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("--meshes", required=True, metavar="DIR", help="folder with mesh files (e.g. from `nfd mesh`)")
-    p.add_argument("--out", required=True, metavar="DIR",
-                   help="output folder for the PNGs (created if missing); PNG files already in it are removed first")
-    p.add_argument("--size", type=int_at_least(MIN_SIZE), default=256,
-                   help=f"image width and height in pixels, {MIN_SIZE} to {MAX_SIZE} (default: 256)")
-    p.add_argument("--backend", choices=BACKENDS, default="auto",
-                   help="rendering backend (default: auto = egl, then osmesa, then matplotlib)")
-    p.add_argument("--normal-smoothing", type=_non_negative_int, default=NORMAL_SMOOTHING, metavar="N",
-                   help="rounds of shading-normal averaging over edge neighbours within "
-                        f"{FEATURE_ANGLE_DEG:g} degrees; shading only, the geometry is not moved; 0 = off "
-                        f"(default: {NORMAL_SMOOTHING})")
-    p.add_argument("--azimuth", type=float, default=AZIMUTH_DEG,
-                   help=f"camera azimuth in degrees from the front (+z) towards the right (+x) (default: {AZIMUTH_DEG:g})")
-    p.add_argument("--elevation", type=float, default=ELEVATION_DEG,
-                   help=f"camera elevation in degrees above the horizontal (default: {ELEVATION_DEG:g})")
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="output folder for the PNGs (created if missing); PNG files already in it are removed first",
+    )
+    p.add_argument(
+        "--size",
+        type=int_at_least(MIN_SIZE),
+        default=256,
+        help=f"image width and height in pixels, {MIN_SIZE} to {MAX_SIZE} (default: 256)",
+    )
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="auto",
+        help="rendering backend (default: auto = egl, then osmesa, then matplotlib)",
+    )
+    p.add_argument(
+        "--normal-smoothing",
+        type=_non_negative_int,
+        default=NORMAL_SMOOTHING,
+        metavar="N",
+        help="rounds of shading-normal averaging over edge neighbours within "
+        f"{FEATURE_ANGLE_DEG:g} degrees; shading only, the geometry is not moved; 0 = off "
+        f"(default: {NORMAL_SMOOTHING})",
+    )
+    p.add_argument(
+        "--azimuth",
+        type=float,
+        default=AZIMUTH_DEG,
+        help=f"camera azimuth in degrees from the front (+z) towards the right (+x) (default: {AZIMUTH_DEG:g})",
+    )
+    p.add_argument(
+        "--elevation",
+        type=float,
+        default=ELEVATION_DEG,
+        help=f"camera elevation in degrees above the horizontal (default: {ELEVATION_DEG:g})",
+    )
     p.set_defaults(func=_cmd_render)

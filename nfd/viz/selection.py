@@ -38,8 +38,10 @@ class Criterion:
 
     def describe(self) -> str:
         if self.kind == "shapes":
-            return (f"squared Chamfer distance to the nearest of {self.num_references} test chairs "
-                    f"({self.points} surface points, marching cubes at occupancy 0.5; no surface = worst)")
+            return (
+                f"squared Chamfer distance to the nearest of {self.num_references} test chairs "
+                f"({self.points} surface points, marching cubes at occupancy 0.5; no surface = worst)"
+            )
         return f"pixel MSE (features in [-1, 1]) to the nearest of {self.num_references} test images"
 
 
@@ -51,15 +53,24 @@ def _shape_references(data: str | Path, num_ref: int, points: int, seed: int) ->
     return [r for r in reference_point_sets(data, idx, points, seed) if r is not None]
 
 
-def shape_scores(batches: list[np.ndarray], data: str | Path, num_ref: int = 0, points: int = SHAPE_POINTS,
-                 seed: int = 0, workers: int = -1) -> tuple[list[np.ndarray], Criterion]:
+def shape_scores(
+    batches: list[np.ndarray],
+    data: str | Path,
+    num_ref: int = 0,
+    points: int = SHAPE_POINTS,
+    seed: int = 0,
+    workers: int = -1,
+) -> tuple[list[np.ndarray], Criterion]:
     """Per-sample scores of each batch of occupancy volumes ``[num, R, R, R]`` or ``[num, R, R, R, 1]`` in [-1, 1]:
     the squared Chamfer distance to the nearest reference shape (``+inf`` without a surface)."""
     from nfd.metrics.shapes3d import chamfer_matrix, volumes_point_sets
 
     refs = _shape_references(data, num_ref, points, seed)
-    print(f"selection: scoring {sum(len(b) for b in batches)} samples against {len(refs)} test chairs "
-          f"({points} points each)", file=sys.stderr)
+    print(
+        f"selection: scoring {sum(len(b) for b in batches)} samples against {len(refs)} test chairs "
+        f"({points} points each)",
+        file=sys.stderr,
+    )
     scores, offset = [], 0
     for vols in batches:
         vols = np.asarray(vols)
@@ -73,8 +84,9 @@ def shape_scores(batches: list[np.ndarray], data: str | Path, num_ref: int = 0, 
     return scores, Criterion("shapes", len(refs), points)
 
 
-def image_scores(batches: list[np.ndarray], data: str | Path, num_ref: int = 0, seed: int = 0,
-                 chunk: int = 256) -> tuple[list[np.ndarray], Criterion]:
+def image_scores(
+    batches: list[np.ndarray], data: str | Path, num_ref: int = 0, seed: int = 0, chunk: int = 256
+) -> tuple[list[np.ndarray], Criterion]:
     """Per-sample scores of each batch of images ``[num, R, R, k]`` in [-1, 1]: the mean squared difference to the
     nearest test image of ``data`` (which must have the samples' resolution and channels)."""
     from nfd.metrics.data import h5_info, read_examples
@@ -83,8 +95,10 @@ def image_scores(batches: list[np.ndarray], data: str | Path, num_ref: int = 0, 
     info = h5_info(data)
     shape = tuple(np.asarray(batches[0]).shape[1:])
     if info.coord_dim != 2 or (*info.grid_shape, info.feature_dim) != shape:
-        raise NfdError(f"{data}: images of shape {[*info.grid_shape, info.feature_dim]}, but the samples are "
-                       f"{list(shape)}; score images against data of their own resolution")
+        raise NfdError(
+            f"{data}: images of shape {[*info.grid_shape, info.feature_dim]}, but the samples are "
+            f"{list(shape)}; score images against data of their own resolution"
+        )
     idx = reference_indices(data, "test", num_ref, seed)
     flat = [np.asarray(b, dtype=np.float32).reshape(len(b), -1) for b in batches]
     best = [np.full(len(b), np.inf) for b in flat]
@@ -134,12 +148,17 @@ def format_batch_table(scores: list[np.ndarray], chosen: int) -> str:
 
 def batch_paths(inputs: dict[str, Path], key: str) -> list[Path]:
     """The inputs ``KEY_b0``, ``KEY_b1``, ... in order (one per batch), or ``[inputs[KEY]]`` for a single batch."""
-    indexed = sorted((int(k[len(key) + 2:]), v) for k, v in inputs.items()
-                     if k.startswith(f"{key}_b") and k[len(key) + 2:].isdigit())
+    indexed = sorted(
+        (int(k[len(key) + 2 :]), v)
+        for k, v in inputs.items()
+        if k.startswith(f"{key}_b") and k[len(key) + 2 :].isdigit()
+    )
     if indexed:
         if [b for b, _ in indexed] != list(range(len(indexed))):
-            raise NfdError(f"inputs {key}_b0, {key}_b1, ... must be numbered from 0 without gaps, got "
-                           f"{', '.join(f'{key}_b{b}' for b, _ in indexed)}")
+            raise NfdError(
+                f"inputs {key}_b0, {key}_b1, ... must be numbered from 0 without gaps, got "
+                f"{', '.join(f'{key}_b{b}' for b, _ in indexed)}"
+            )
         if key in inputs:
             raise NfdError(f"give either {key}=PATH (one batch) or {key}_b0=PATH, ... (several), not both")
         return [v for _, v in indexed]
