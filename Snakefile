@@ -1,5 +1,5 @@
 # Entry point: config, the default target (every figure and table of the preset) and the rules in
-# workflow/rules/; every command comes from nfd.pipeline (see README). The plan is built from the config each time
+# workflow/rules/; every command comes from nfd.pipeline.plan (see README). The plan is built from the config each time
 # Snakemake parses this file, so an edit of params.yaml always takes effect; common.smk checks the config against
 # the package's nfd/schemas/config.schema.yaml (nfd.pipeline.validate_params) and stops with one line naming the bad key.
 from snakemake.utils import min_version

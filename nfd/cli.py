@@ -25,7 +25,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "nfd.report.tables": ("table", "write a table of the reproduction (T1-T4) as CSV and Markdown"),
     "nfd.report.bench": ("bench", "time full training steps (fast vs naive path) or sampling at scale"),
     "nfd.training.sweep": ("sweep", "train a preset over seeds x thread counts, score every run, write one table"),
-    "nfd.pipeline": ("pipeline", "the reproduction plan shared by Snakemake and DVC"),
+    "nfd.pipeline.cli": ("pipeline", "the reproduction plan shared by Snakemake and DVC"),
 }
 """Module -> (verb, one-line help) of each module that defines ``register(subparsers)`` (one verb or verb group
 with full ``--help``). The help lives here so that ``nfd --help`` lists every verb without importing its module

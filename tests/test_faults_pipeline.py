@@ -14,7 +14,8 @@ import yaml
 
 from nfd.cli import main
 from nfd.errors import NfdError
-from nfd.pipeline import CHECK_STAMP, Plan, check_dvc_yaml, load_params
+from nfd.pipeline import Plan, load_params
+from nfd.pipeline.dvc import CHECK_STAMP, check_dvc_yaml, dvc_yaml
 from tests.test_pipeline import BIN, ROOT, _copy, _env, _run
 
 
@@ -201,7 +202,7 @@ def test_check_names_params_file_and_key(tmp_path):
 
 
 def test_every_dvc_stage_waits_for_the_check():
-    dvc = Plan(load_params(ROOT / "params.yaml", "tiny")).dvc_yaml()["stages"]
+    dvc = dvc_yaml(Plan(load_params(ROOT / "params.yaml", "tiny")))["stages"]
     assert list(dvc)[0] == "check" and "params.yaml" in dvc["check"]["deps"]
     assert dvc["check"]["outs"] == [{CHECK_STAMP: {"cache": False}}]
     assert all(CHECK_STAMP in st["deps"] for name, st in dvc.items() if name != "check")

@@ -14,7 +14,8 @@ import yaml
 
 from nfd.cli import main
 from nfd.errors import NfdError
-from nfd.pipeline import CHECK_CMD, CHECK_STAMP, REPORT, REPORT_CMD, Plan, load_params
+from nfd.pipeline import Plan, load_params
+from nfd.pipeline.dvc import CHECK_CMD, CHECK_STAMP, REPORT, REPORT_CMD
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

@@ -1,21 +1,12 @@
 """The reproduction plan: every job (command, inputs, outputs) derived from ``params.yaml`` in one place.
 
-Snakemake's rules look their commands up here and ``dvc.yaml`` is written from here (``nfd pipeline dvc-yaml``),
-so the two DAGs cannot drift apart; a test checks them against each other.
-
-Snakemake builds the plan from the config each time it parses the Snakefile, so it always follows ``params.yaml``.
-DVC runs the commands written into ``dvc.yaml``, which go stale when ``params.yaml`` is edited. So every DVC stage
-depends on the output of a first stage, ``check`` (``nfd pipeline check``), which depends on ``params.yaml`` itself:
-after any edit DVC runs the check before anything else, and the check stops the run with one line (invalid params,
-or "dvc.yaml is stale ... run `nfd pipeline dvc-yaml`") instead of letting a stale command run and be recorded as
-up to date. Its output is not cached, so DVC's run cache can never replay an old successful check.
+Snakemake's rules look their commands up here and ``dvc.yaml`` is written from the same plan
+(:mod:`nfd.pipeline.dvc`), so the two DAGs cannot drift apart; a test checks them against each other. Snakemake builds
+the plan from the config each time it parses the Snakefile, so it always follows ``params.yaml``.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,32 +14,14 @@ from typing import Any
 
 import yaml
 
-from nfd.cli import verb_help
 from nfd.errors import NfdError
-from nfd.io import atomic_path
 from nfd.report.table_registry import TABLES
 from nfd.report.table_registry import caption as table_caption
 from nfd.viz.figure_registry import FIGURES
 from nfd.viz.figure_registry import caption as figure_caption
 
-SCHEMA = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
+SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
 """JSON schema of ``params.yaml``, package data (so an installed nfd validates params without the source tree)."""
-REPORT = "results/report.html"
-"""The HTML report (every figure, table and progress curve with its caption), built by ``snakemake --report``."""
-REPORT_CMD = f"snakemake --report {REPORT}"
-"""Snakemake builds the report in its own mode, not as a job; DVC runs the same command as its last stage."""
-CHECK_STAGE = "check"
-CHECK_STAMP = "results/pipeline_check.txt"
-"""Written by the ``check`` stage when dvc.yaml matches params.yaml; every other DVC stage depends on it, so DVC
-orders the check first. Its text never changes, so a passing check re-runs nothing downstream."""
-STAMP_TEXT = "dvc.yaml matches params.yaml\n"
-CHECK_CMD = f"nfd pipeline check --stamp {CHECK_STAMP}"
-CHECK_DEPS = ["params.yaml", "nfd/schemas/config.schema.yaml"]
-HEADER = (
-    "# Written by `nfd pipeline dvc-yaml` from params.yaml (preset: {preset}); do not edit by hand.\n"
-    "# Stage 'check' stops `dvc repro` when params.yaml no longer matches this file. For a dry run use\n"
-    "# `dvc repro --dry --force-downstream`: a plain --dry stops at the first stage whose inputs it did not make.\n"
-)
 
 
 @dataclass
@@ -457,147 +430,3 @@ class Plan:
             )
         for exp in self.p.get("progress", []):
             self.progress(exp)
-
-    # -- DVC -----------------------------------------------------------------------------------------------------
-    def dvc_yaml(self) -> dict[str, Any]:
-        """The stages as a ``dvc.yaml`` mapping (same commands and outputs as the Snakemake jobs), after the
-        ``check`` stage that every one of them depends on (see the module docstring)."""
-        # the check's output is not cached, so that DVC's run cache cannot restore it without running the check
-        stages: dict[str, Any] = {
-            CHECK_STAGE: {"cmd": CHECK_CMD, "deps": list(CHECK_DEPS), "outs": [{CHECK_STAMP: {"cache": False}}]}
-        }
-        plots: list[dict[str, Any]] = []
-        for st in self.stages:
-            entry: dict[str, Any] = {"cmd": st.shell}
-            entry["deps"] = [*st.deps, CHECK_STAMP]
-            entry["params"] = ["preset", *st.params]
-            entry["outs"] = [o for o in st.outs if o not in st.plots and o not in st.metrics]
-            if st.plots:
-                entry["plots"] = list(st.plots)
-                what = {"train": "training losses", "progress": "sample quality over training"}[st.rule]
-                plots += [{f"{what}: {st.wildcards['exp']}": {"x": "step", "y": {p: st.plot_y}}} for p in st.plots]
-            if st.metrics:
-                entry["metrics"] = list(st.metrics)
-            stages[st.name] = entry
-        stages["report"] = {
-            "cmd": REPORT_CMD,
-            "deps": [*self.targets(), "workflow/report", CHECK_STAMP],
-            "params": ["preset"],
-            "outs": [REPORT],
-        }
-        return {"stages": stages, "plots": plots}
-
-    def dvc_yaml_text(self) -> str:
-        return HEADER.format(preset=self.preset) + yaml.safe_dump(self.dvc_yaml(), sort_keys=False, width=1000)
-
-
-def _names(names: list[str], limit: int = 3) -> str:
-    more = f" and {len(names) - limit} more" if len(names) > limit else ""
-    return ", ".join(names[:limit]) + more
-
-
-def stale_reason(old_text: str, plan: Plan) -> str | None:
-    """Why a ``dvc.yaml`` text differs from the one ``plan`` writes (None if it does not), in a few words: the
-    preset, or which stages the edit added, removed or changed."""
-    new_text = plan.dvc_yaml_text()
-    if old_text == new_text:
-        return None
-    m = re.search(r"\(preset: ([^)]+)\)", old_text.split("\n", 1)[0])
-    if m and m.group(1) != plan.preset:
-        return f"preset changed: {m.group(1)} -> {plan.preset}"
-    try:
-        old = yaml.safe_load(old_text)
-        old_stages = dict(old["stages"])
-    except (yaml.YAMLError, TypeError, KeyError):
-        return "not a dvc.yaml written by `nfd pipeline dvc-yaml`"
-    new_stages = plan.dvc_yaml()["stages"]
-    parts = []
-    added = [n for n in new_stages if n not in old_stages]
-    removed = [n for n in old_stages if n not in new_stages]
-    changed = [n for n in new_stages if n in old_stages and new_stages[n] != old_stages[n]]
-    for what, names in (("changed", changed), ("added", added), ("removed", removed)):
-        if names:
-            parts.append(f"stage{'s' if len(names) > 1 else ''} {what}: {_names(names)}")
-    return "; ".join(parts) or "edited by hand"
-
-
-def check_dvc_yaml(params: str | Path, dvc_yaml: str | Path, preset: str | None = None) -> Plan:
-    """The plan of ``params``, if ``dvc_yaml`` is the file it writes; otherwise a one-line error that says why and
-    what to run."""
-    plan = Plan(load_params(params, preset))
-    out = Path(dvc_yaml)
-    if not out.is_file():
-        raise NfdError(f"{out} not found: run `nfd pipeline dvc-yaml`")
-    reason = stale_reason(out.read_text(), plan)
-    if reason is not None:
-        raise NfdError(f"{out} is stale for {params} ({reason}): run `nfd pipeline dvc-yaml`")
-    return plan
-
-
-def run_dvc_yaml(args: argparse.Namespace) -> int:
-    if args.check:
-        return run_check(args)
-    plan = Plan(load_params(args.params, args.preset))
-    text = plan.dvc_yaml_text()
-    out = Path(args.out)
-    with atomic_path(out) as tmp:
-        tmp.write_text(text)
-    print(f"nfd pipeline: wrote {out} ({len(plan.dvc_yaml()['stages'])} stages, preset {plan.preset})")
-    return 0
-
-
-def run_check(args: argparse.Namespace) -> int:
-    stamp = Path(args.stamp) if getattr(args, "stamp", None) else None
-    try:
-        plan = check_dvc_yaml(args.params, args.out, args.preset)
-    except NfdError:
-        if stamp is not None:  # an old stamp must not vouch for a file that no longer matches
-            stamp.unlink(missing_ok=True)
-        raise
-    if stamp is not None:
-        with atomic_path(stamp) as tmp:
-            tmp.write_text(STAMP_TEXT)
-    print(f"nfd pipeline: {args.out} is up to date with {args.params} (preset {plan.preset})")
-    return 0
-
-
-def run_list(args: argparse.Namespace) -> int:
-    plan = Plan(load_params(args.params, args.preset))
-    for st in plan.stages:
-        print(json.dumps({"name": st.name, "cmd": st.shell, "deps": st.deps, "outs": st.outs}))
-    return 0
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "pipeline",
-        help=verb_help(__name__),
-        description="Inspect the plan derived from params.yaml, or write dvc.yaml from it.",
-    )
-    verbs = p.add_subparsers(dest="pipeline_verb", metavar="ACTION")
-    verbs.required = True
-    for name, func, helptext in (
-        ("dvc-yaml", run_dvc_yaml, "write dvc.yaml from params.yaml"),
-        (
-            "check",
-            run_check,
-            "check that params.yaml is valid and dvc.yaml is the file it writes (DVC's first "
-            "stage runs this after every edit of params.yaml)",
-        ),
-        ("list", run_list, "print every job as a JSON line"),
-    ):
-        q = verbs.add_parser(name, help=helptext, description=helptext)
-        q.add_argument("--params", default="params.yaml", help="pipeline config (default: params.yaml)")
-        q.add_argument("--preset", default=None, help="override the preset chosen in params.yaml")
-        if name in ("dvc-yaml", "check"):
-            q.add_argument("--out", default="dvc.yaml", help="the dvc.yaml to write or check (default: dvc.yaml)")
-        if name == "dvc-yaml":
-            q.add_argument("--check", action="store_true", help="only check that the file is up to date")
-        if name == "check":
-            q.add_argument(
-                "--stamp",
-                default=None,
-                metavar="FILE",
-                help="when the check passes, write this file (the output of DVC's check stage)",
-            )
-        q.set_defaults(func=func)
