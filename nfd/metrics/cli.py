@@ -12,24 +12,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from nfd.cli import verb_help
+from nfd.cli import int_at_least, verb_help
 from nfd.errors import NfdError
 
 SPLIT_CHOICES = ["train", "val", "test", "all"]
-
-
-def _positive(v: str) -> int:
-    n = int(v)
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
-    return n
-
-
-def _non_negative(v: str) -> int:
-    n = int(v)
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {n}")
-    return n
 
 
 def _add_output(p: argparse.ArgumentParser) -> None:
@@ -63,11 +49,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     t.add_argument("--data", required=True, type=Path, metavar="FILE.h5", help="processed MNIST HDF5 (with /labels)")
     t.add_argument("--out", required=True, type=Path, metavar="FILE.pt", help="checkpoint to write (atomically)")
-    t.add_argument("--epochs", type=_positive, default=8, help="training epochs")
+    t.add_argument("--epochs", type=int_at_least(1), default=8, help="training epochs")
     t.add_argument("--seed", type=int, default=0, help="seed of the initialisation and the batch order")
-    t.add_argument("--batch-size", type=_positive, default=64, help="batch size")
+    t.add_argument("--batch-size", type=int_at_least(1), default=64, help="batch size")
     t.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (cosine decay to 0)")
-    t.add_argument("--threads", type=_positive, default=1, help="torch CPU threads while training")
+    t.add_argument("--threads", type=int_at_least(1), default=1, help="torch CPU threads while training")
     t.set_defaults(func=cmd_train_classifier)
 
     m = vs.add_parser(
@@ -103,13 +89,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--ref-split", choices=SPLIT_CHOICES, default="test", help="split of the reference shapes")
     s.add_argument(
         "--num-ref",
-        type=_non_negative,
+        type=int_at_least(0),
         default=0,
         metavar="N",
         help="use N references drawn (seeded) from the split; 0 = the whole split",
     )
-    s.add_argument("--num-samples", type=_non_negative, default=0, metavar="N", help="use the first N samples; 0 = all")
-    s.add_argument("--points", type=_positive, default=2048, help="points sampled on each surface")
+    s.add_argument(
+        "--num-samples", type=int_at_least(0), default=0, metavar="N", help="use the first N samples; 0 = all"
+    )
+    s.add_argument("--points", type=int_at_least(1), default=2048, help="points sampled on each surface")
     s.add_argument("--seed", type=int, default=0, help="seed of the reference subset and the surface sampling")
     s.add_argument("--workers", type=int, default=-1, help="threads for the KD-tree queries (-1: all cores)")
     _add_output(s)
@@ -149,16 +137,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--run", required=True, type=Path, metavar="DIR", help="training run folder (nfd train --out)")
     g.add_argument("--data", required=True, type=Path, metavar="FILE.h5", help="the processed data set of the run")
     g.add_argument("--classifier", type=Path, default=None, metavar="FILE.pt", help="MNIST only: the classifier")
-    g.add_argument("--num-samples", type=_positive, default=500, metavar="N", help="samples per snapshot")
+    g.add_argument("--num-samples", type=int_at_least(1), default=500, metavar="N", help="samples per snapshot")
     g.add_argument("--ref-split", choices=SPLIT_CHOICES, default="test", help="split of the real references")
     g.add_argument(
         "--num-ref",
-        type=_non_negative,
+        type=int_at_least(0),
         default=0,
         metavar="N",
         help="3D only: N references drawn (seeded) from the split; 0 = the whole split",
     )
-    g.add_argument("--points", type=_positive, default=2048, help="3D only: points sampled on each surface")
+    g.add_argument("--points", type=int_at_least(1), default=2048, help="3D only: points sampled on each surface")
     g.add_argument("--seed", type=int, default=1, help="latent seed of the samples (the same at every snapshot)")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (sampling)")
     g.add_argument("--out", required=True, type=Path, metavar="FILE.tsv", help="the TSV to write (atomically)")

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import argparse
 
-from nfd.cli import RawHelpFormatter, verb_help
+from nfd.cli import RawHelpFormatter, int_at_least, verb_help
 from nfd.config import PRESETS
 from nfd.errors import NfdError
 from nfd.report.t1 import table_t1
@@ -71,16 +71,6 @@ def run_table(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive(v: str) -> int:
-    try:
-        n = int(v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got '{v}'") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
-    return n
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``table`` verb to the ``nfd`` parser."""
     p = sub.add_parser(
@@ -121,21 +111,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--max-points",
-        type=_positive,
+        type=int_at_least(1),
         default=65536,
         metavar="N",
         help="t2: largest grid, in points (default: 65536 = 256^2)",
     )
     p.add_argument(
         "--repeats",
-        type=_positive,
+        type=int_at_least(1),
         default=3,
         metavar="R",
         help="t2: timed runs per measurement, the median is reported (default: 3)",
     )
     p.add_argument(
         "--batch",
-        type=_positive,
+        type=int_at_least(1),
         default=None,
         metavar="B",
         help="t2: real and fake sets per discriminator step (default: "
@@ -144,14 +134,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--k-points",
-        type=_positive,
+        type=int_at_least(1),
         default=4096,
         metavar="K",
         help="t2: points sampled from the grid for the resolution-independent column (default: 4096)",
     )
     p.add_argument(
         "--min-resolution",
-        type=_positive,
+        type=int_at_least(1),
         default=None,
         metavar="R",
         help="t2: smallest grid side (default: 16 in 2D, 8 in 3D; at least 2^(levels + 1))",
@@ -165,7 +155,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="t2: auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument(
         "--t4-points",
-        type=_positive,
+        type=int_at_least(1),
         default=4096,
         metavar="N",
         help="t4: random points at which the Jacobian norm of gamma is measured (default: 4096)",
