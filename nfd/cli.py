@@ -14,7 +14,7 @@ from nfd import __version__
 from nfd.errors import NfdError
 
 VERBS: dict[str, tuple[str, str]] = {
-    "nfd.training.trainer": ("train", "train an NFD (or a baseline) on a processed HDF5 data set"),
+    "nfd.training.train_cli": ("train", "train an NFD (or a baseline) on a processed HDF5 data set"),
     "nfd.sampling.sample": ("sample", "sample functions and evaluate them on a grid of any resolution"),
     "nfd.training.fit_image": ("fit-image", "Fig. 2: fit one image with an MLP, with or without Fourier features"),
     "nfd.data.cli": ("data", "download and preprocess datasets into nfd-pointcloud HDF5; synthetic chairs"),

@@ -243,7 +243,7 @@ def test_fid_not_computed_record_and_strict(cli, mnist_h5, tmp_path, monkeypatch
 
 def test_progress_scores_every_snapshot_like_evaluate_mnist(cli, mnist_h5, tmp_path, monkeypatch) -> None:
     """One row per kept snapshot; the last row equals `nfd evaluate mnist` on `nfd sample` of model.pt (seed 1)."""
-    monkeypatch.setattr(nfd.cli, "VERB_MODULES", ["nfd.metrics.cli", "nfd.training.trainer", "nfd.sampling.sample"])
+    monkeypatch.setattr(nfd.cli, "VERB_MODULES", ["nfd.metrics.cli", "nfd.training.train_cli", "nfd.sampling.sample"])
     run = tmp_path / "run"
     code, _, _ = cli(
         "train",

@@ -1,7 +1,7 @@
 """One training step of a preset, built to be timed by ``nfd bench``: its models, optimisers and inputs, the step
 itself, and the FLOPs it does.
 
-The step is exactly :func:`nfd.training.trainer.gan_step`, built by the trainer's own functions, on random features
+The step is exactly :func:`nfd.training.step.gan_step`, built by the trainer's own functions, on random features
 in [-1, 1] of the preset's data shape (reading the HDF5 file is not timed).
 """
 
@@ -19,7 +19,7 @@ from nfd.errors import NfdError
 from nfd.grid import grid_coords
 from nfd.models.build import build_discriminator_for, build_generator
 from nfd.report.timing import time_calls
-from nfd.training.trainer import gan_optimizers, gan_step, step_generator
+from nfd.training.step import gan_optimizers, gan_step, step_generator
 
 BENCH_RESOLUTION = {"tiny": 16}
 """Grid sides ``nfd bench`` uses instead of the primary data set's own: the tiny preset is timed on a 16^2 grid, so
@@ -121,7 +121,7 @@ def step_inputs(setup: BenchSetup, step: int) -> tuple[torch.Tensor, torch.Tenso
 def run_step(
     setup: BenchSetup, step: int, naive: bool = False, amp: bool = False, eager: bool = False
 ) -> dict[str, float]:
-    """One training step of the setup: :func:`nfd.training.trainer.gan_step` on the inputs of ``step``."""
+    """One training step of the setup: :func:`nfd.training.step.gan_step` on the inputs of ``step``."""
     coords, real, gen = step_inputs(setup, step)
     G = setup.G if eager or setup.G_run is None else setup.G_run
     return gan_step(G, setup.D, setup.opt_g, setup.opt_d, coords, real, setup.cfg.train, gen, naive=naive, amp=amp)

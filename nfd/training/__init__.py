@@ -1,7 +1,9 @@
 """Training: the GAN / auto-decoder trainer and what keeps a run folder trustworthy.
 
 Modules:
-  ``trainer``      ``nfd train``: the step (``gan_step``), the ``Trainer`` loop, previews and snapshots
+  ``step``         one GAN step (``gan_step``), its optimisers, random streams and EMA, shared with ``nfd bench``
+  ``trainer``      the ``Trainer`` loop: batches, resume, clean stop on a signal, previews and snapshots
+  ``train_cli``    ``nfd train``: the command line of the loop
   ``distributed``  the process group of a multi-process run
   ``checkpoint``   versioned, digested checkpoints and their safe loading
   ``runfolder``    the run-folder lock and what a fresh / resumed run may overwrite
