@@ -16,11 +16,11 @@ from collections.abc import Callable
 
 import torch
 
-from nfd.config import preset
 from nfd.grid import grid_coords
 from nfd.models.discriminators import PointConvDiscriminator
 from nfd.models.neighbours import build_plan, canonical_knn, knn, knn_naive, pool_levels
 from nfd.models.pointconv import PointConv, pointconv_naive
+from nfd.presets import preset
 from nfd.report.timing import time_op
 
 

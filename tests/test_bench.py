@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from nfd.cli import main
-from nfd.config import resolve
+from nfd.presets import resolve
 from nfd.report.bench_step import DataShape, build_setup, generator_cost, run_step, step_inputs
 
 STEP_KEYS = {

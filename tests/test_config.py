@@ -1,7 +1,8 @@
 import pytest
 import yaml
 
-from nfd.config import PRESETS, ConfigError, describe, from_dict, preset, resolve, to_dict
+from nfd.config import ConfigError, describe, from_dict, to_dict
+from nfd.presets import PRESETS, preset, resolve
 
 
 def test_paper_presets_hold_the_released_setup():

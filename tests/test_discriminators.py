@@ -7,9 +7,10 @@ import math
 import pytest
 import torch
 
-from nfd.config import ConfigError, DiscriminatorConfig, preset
+from nfd.config import ConfigError, DiscriminatorConfig
 from nfd.grid import grid_coords
 from nfd.models.discriminators import PointConvDiscriminator, SetDiscriminator, build_discriminator
+from nfd.presets import preset
 
 
 def _small_cfg(**kw: object) -> DiscriminatorConfig:

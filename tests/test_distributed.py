@@ -81,7 +81,7 @@ def test_batch_must_split_evenly(data, tmp_path) -> None:
 
 
 def test_each_rank_reads_its_share_of_the_global_batch(data, tmp_path) -> None:
-    from nfd.config import preset
+    from nfd.presets import preset
     from nfd.training.distributed import World
     from nfd.training.trainer import Trainer
 

@@ -150,8 +150,8 @@ def test_every_8_byte_overwrite_is_caught_or_harmless(tmp_path):
 def test_damaged_coords_refused_by_info_train_and_evaluate(tmp_path, capsys):
     """The reported case: bytes overwritten inside /coords. Before: `nfd data info` exited 0 and training used the
     bad point. Now every entry point stops with one line naming the file and /coords."""
-    from nfd.config import resolve
     from nfd.metrics.data import read_examples
+    from nfd.presets import resolve
     from nfd.training.trainer import Trainer
 
     path = tmp_path / "chairs.h5"

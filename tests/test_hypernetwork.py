@@ -8,11 +8,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nfd.config import EncodingConfig, GeneratorConfig, preset
+from nfd.config import EncodingConfig, GeneratorConfig
 from nfd.grid import grid_coords
 from nfd.models.encoding import FourierFeatures, IdentityEncoding
 from nfd.models.function import MLPShape
 from nfd.models.hypernetwork import FunctionDistribution, HyperNetwork, hyperfan_in_variances
+from nfd.presets import preset
 
 
 def _tiny(num_frequencies: int = 8) -> GeneratorConfig:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from nfd.cli import main
-from nfd.config import resolve
+from nfd.presets import resolve
 from nfd.training.trainer import Trainer
 
 

@@ -55,7 +55,7 @@ def test_t3_function_sizes_match_the_paper_and_the_formula(t3: Table) -> None:
 
 
 def test_t3_lists_every_preset_and_counts_g_and_d(t3: Table) -> None:
-    from nfd.config import PRESETS
+    from nfd.presets import PRESETS
 
     assert {r["config_preset"] for r in t3.rows} == set(PRESETS)
     assert {r["dataset"] for r in t3.rows if r["config_preset"] == "tiny"} == {"mnist", "chairs"}
@@ -66,8 +66,8 @@ def test_t3_lists_every_preset_and_counts_g_and_d(t3: Table) -> None:
         assert r["g_params"] == _mlp_size(widths)
         assert r["d_params"] > 0
     # the discriminator count is that of the module the trainer builds
-    from nfd.config import preset
     from nfd.models.discriminators import build_discriminator
+    from nfd.presets import preset
 
     cfg = preset("celebahq64")
     d = build_discriminator(2, 3, cfg.discriminator)
@@ -98,8 +98,8 @@ def test_t4_bound_formula_and_measured_gradient_below_it(t4: Table) -> None:
 
 
 def test_t4_uses_the_presets_encoding_and_the_trainers_b(t4: Table) -> None:
-    from nfd.config import preset
     from nfd.models.hypernetwork import FunctionDistribution
+    from nfd.presets import preset
 
     row = next(r for r in t4.rows if r["config_preset"] == "celebahq64" and r["component"].startswith("generator"))
     assert (row["m"], row["sigma"], row["in_dim"]) == (128, 2.0, 2)

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from nfd.cli import main
-from nfd.config import resolve
 from nfd.errors import NfdError
+from nfd.presets import resolve
 from nfd.training import checkpoint as ckpt
 from nfd.training.trainer import Trainer
 
@@ -196,7 +196,7 @@ def test_cli_bad_inputs(images_h5, voxels_h5, tmp_path, capsys):
 
 def test_snapshots_hold_the_generator_of_their_step(tmp_path) -> None:
     """A snapshot at step 4 of a 6-step run == the generator of a 4-step run (same seed); no optimiser state."""
-    from nfd.config import preset
+    from nfd.presets import preset
     from tests.conftest import write_h5
 
     rng = np.random.default_rng(0)

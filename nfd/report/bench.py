@@ -23,10 +23,11 @@ import torch
 
 from nfd import ENV_SET_BY_NFD, RUNTIME_ENV
 from nfd.cli import verb_help
-from nfd.config import PRESETS, Config, resolve, to_dict
+from nfd.config import Config, to_dict
 from nfd.errors import NfdError
 from nfd.io import atomic_path
 from nfd.models.build import pick_device
+from nfd.presets import PRESETS, resolve
 from nfd.report.bench_measure import measure_sample, measure_steps
 from nfd.report.bench_step import DataShape, data_shape, flops_text
 

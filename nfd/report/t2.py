@@ -10,11 +10,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from nfd.config import PRESETS
-from nfd.config import preset as config_preset
 from nfd.data.shapes import PRESET_DATA
 from nfd.errors import NfdError
 from nfd.models.conv_baseline import ConvDiscriminator
+from nfd.presets import PRESETS
+from nfd.presets import preset as config_preset
 from nfd.report.profiling import time_and_memory
 from nfd.report.table import PIPELINE_PRESETS, Table
 

@@ -7,9 +7,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from nfd.config import PRESETS, Config
-from nfd.config import preset as config_preset
+from nfd.config import Config
 from nfd.data.shapes import PRESET_DATA
+from nfd.presets import PRESETS
+from nfd.presets import preset as config_preset
 from nfd.report.table import Table
 
 

@@ -8,9 +8,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from nfd.config import PRESETS, Config, EncodingConfig
-from nfd.config import preset as config_preset
+from nfd.config import Config, EncodingConfig
 from nfd.data.shapes import PRESET_DATA
+from nfd.presets import PRESETS
+from nfd.presets import preset as config_preset
 from nfd.report.table import Table
 
 SET_DISCRIMINATOR_PRESETS = ("mnist", "demo_mnist", "tiny")

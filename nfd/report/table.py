@@ -15,7 +15,7 @@ from nfd.errors import NfdError
 from nfd.io import atomic_path
 
 PIPELINE_PRESETS = ("tiny", "demo", "paper")
-"""Presets of params.yaml; any config preset name (nfd.config.PRESETS) is accepted as well."""
+"""Presets of params.yaml; any config preset name (nfd.presets.PRESETS) is accepted as well."""
 
 
 @dataclass

@@ -27,8 +27,8 @@ from __future__ import annotations
 import argparse
 
 from nfd.cli import RawHelpFormatter, int_at_least, verb_help
-from nfd.config import PRESETS
 from nfd.errors import NfdError
+from nfd.presets import PRESETS
 from nfd.report.t1 import table_t1
 from nfd.report.t2 import T2_BATCH, T2_MODEL, table_t2
 from nfd.report.t3 import table_t3

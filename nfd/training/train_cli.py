@@ -10,7 +10,8 @@ import argparse
 import signal
 import sys
 
-from nfd.config import describe, resolve
+from nfd.config import describe
+from nfd.presets import resolve
 from nfd.training import distributed
 from nfd.training.trainer import Interrupted, StopSignals, Trainer
 
@@ -46,7 +47,7 @@ def _config_help() -> str:
 
 def register(sub: argparse._SubParsersAction) -> None:
     from nfd.cli import RawHelpFormatter, int_at_least, verb_help
-    from nfd.config import PRESETS
+    from nfd.presets import PRESETS
 
     p = sub.add_parser(
         "train",
