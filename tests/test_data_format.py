@@ -16,10 +16,10 @@ from nfd.data.h5format import (
     check_overwritable,
     features_to_uint8,
     make_splits,
-    read_attrs,
     uint8_to_features,
     write_pointcloud,
 )
+from nfd.data.h5read import read_attrs
 from nfd.errors import NfdError
 from nfd.grid import grid_coords
 

@@ -17,7 +17,8 @@ import pytest
 
 from nfd.cli import main
 from nfd.data.dataset import PointCloudDataset
-from nfd.data.h5format import DataFormatError, open_checked, read_attrs, write_pointcloud
+from nfd.data.h5format import DataFormatError, write_pointcloud
+from nfd.data.h5read import open_checked, read_attrs
 from nfd.errors import NfdError
 from nfd.grid import grid_coords
 from nfd.io import writing

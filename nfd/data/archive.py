@@ -184,9 +184,7 @@ def _drain(stream) -> None:
 
 
 # --- reading without extracting -------------------------------------------------------------------------------------
-def iter_archive_files(
-    archive: str | Path, want: Callable[[str], bool] | None = None
-) -> Iterator[tuple[str, bytes]]:
+def iter_archive_files(archive: str | Path, want: Callable[[str], bool] | None = None) -> Iterator[tuple[str, bytes]]:
     """Yield ``(member name, content)`` for the regular files of a tar/zip for which ``want(name)`` holds.
 
     Streams tars (one pass, constant memory). Every member is checked as it passes; an unsafe one rejects the

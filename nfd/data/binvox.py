@@ -154,4 +154,3 @@ def encode_binvox(
         f"scale {scale:g}\ndata\n"
     ).encode()
     return header + body.tobytes()
-

@@ -151,4 +151,3 @@ def prepare_celebahq(
     )
     summary["skipped"] = skipped
     return summary
-

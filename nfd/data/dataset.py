@@ -3,7 +3,7 @@
 The HDF5 file is opened lazily, once per process: the DataLoader's workers (fork or spawn) each open their own
 handle on first access, and the dataset pickles without one. Metadata (coords, splits, attributes) is read once
 at construction; examples are read on demand, one chunk per example, so a batch never loads the whole file.
-Every read is verified (:class:`nfd.data.h5format.CheckedFile`): a damaged chunk stops training with one line
+Every read is verified (:class:`nfd.data.h5read.CheckedFile`): a damaged chunk stops training with one line
 naming the file and dataset instead of feeding it garbage.
 
 Memory: an item is ``num_points`` points (``0`` = all ``N`` of the grid, e.g. 32,768 for 32^3 chairs), so a batch
@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from nfd.data.h5format import SPLITS, CheckedFile, DataFormatError, checksummed, open_checked, uint8_to_features
+from nfd.data.h5format import SPLITS, DataFormatError, uint8_to_features
+from nfd.data.h5read import CheckedFile, checksummed, open_checked
 
 
 class PointCloudDataset(Dataset):

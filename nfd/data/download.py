@@ -82,8 +82,15 @@ REGISTRY: dict[str, DatasetEntry] = {
         description="3D-R2N2 ShapeNet voxels at 32^3 (ShapeNetVox32.tgz: ShapeNetVox32/<synset>/<model>/model.binvox)",
         # The 3D-R2N2 authors publish neither a checksum nor the size of this archive: the first download records
         # its sha256 beside it (see pin_digest) and later copies are checked against that record.
-        files=(RemoteFile("ShapeNetVox32.tgz", ("http://cvgl.stanford.edu/data2/ShapeNetVox32.tgz",
-                                                "http://ftp.cs.stanford.edu/cs/cvgl/ShapeNetVox32.tgz")),),
+        files=(
+            RemoteFile(
+                "ShapeNetVox32.tgz",
+                (
+                    "http://cvgl.stanford.edu/data2/ShapeNetVox32.tgz",
+                    "http://ftp.cs.stanford.edu/cs/cvgl/ShapeNetVox32.tgz",
+                ),
+            ),
+        ),
         prepare_hint=(
             "nfd data prepare shapenet --source data/raw/shapenet_vox32/ShapeNetVox32.tgz "
             "--out data/processed/shapenet_chairs.h5"
@@ -154,17 +161,20 @@ def fetch(
                 length = resp.headers.get("Content-Length")
                 total = (int(length) + start) if length and length.isdigit() else size
                 mode = "ab" if start else "wb"
-                with open(part, mode) as out, tqdm(
-                    total=total,
-                    initial=start,
-                    unit="B",
-                    unit_scale=True,
-                    unit_divisor=1024,
-                    desc=dest.name,
-                    disable=not progress,
-                    file=sys.stderr,
-                    leave=False,
-                ) as bar:
+                with (
+                    open(part, mode) as out,
+                    tqdm(
+                        total=total,
+                        initial=start,
+                        unit="B",
+                        unit_scale=True,
+                        unit_divisor=1024,
+                        desc=dest.name,
+                        disable=not progress,
+                        file=sys.stderr,
+                        leave=False,
+                    ) as bar,
+                ):
                     while chunk := resp.read(_CHUNK):
                         out.write(chunk)
                         bar.update(len(chunk))
@@ -227,13 +237,20 @@ def pin_digest(path: Path) -> str:
     if pin.is_file():
         want = pin.read_text().split()[0] if pin.read_text().strip() else ""
         if got != want:
-            raise ChecksumError(f"{path}: sha256 {got} differs from the one recorded at its first download in {pin} "
-                                f"({want or 'empty'}); delete both files to download it again")
+            raise ChecksumError(
+                f"{path}: sha256 {got} differs from the one recorded at its first download in {pin} "
+                f"({want or 'empty'}); delete both files to download it again"
+            )
         return got
     with atomic_path(pin) as tmp:
         tmp.write_text(f"{got}  {path.name}\n")
-    log.warning("%s: no published checksum; recorded its sha256 %s (%d bytes) in %s, later copies are checked "
-                "against it", path.name, got, path.stat().st_size, pin)
+    log.warning(
+        "%s: no published checksum; recorded its sha256 %s (%d bytes) in %s, later copies are checked against it",
+        path.name,
+        got,
+        path.stat().st_size,
+        pin,
+    )
     return got
 
 

@@ -81,9 +81,7 @@ def load_image(name_or_path: str | Path, size: int | None = 64) -> np.ndarray:
     else:
         path = Path(key)
         if not path.is_file():
-            raise ImageError(
-                f"{key}: no such image file, and not a built-in image name ({', '.join(SKIMAGE_IMAGES)})"
-            )
+            raise ImageError(f"{key}: no such image file, and not a built-in image name ({', '.join(SKIMAGE_IMAGES)})")
         img = decode_image(path.read_bytes(), str(path))
     if size is not None and size < 1:
         raise ImageError(f"{key}: size must be >= 1, got {size}")

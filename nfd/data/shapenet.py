@@ -88,9 +88,7 @@ def prepare_shapenet(
     check_overwritable(out, force)
     packed: dict[str, np.ndarray] = {}
     skipped: list[str] = []
-    for mid, label, data in tqdm(
-        iter_binvox_files(source, synset), disable=not progress, desc="binvox", unit="model"
-    ):
+    for mid, label, data in tqdm(iter_binvox_files(source, synset), disable=not progress, desc="binvox", unit="model"):
         try:
             vox = read_binvox(data, name=label, expected_dim=resolution).voxels
         except BinvoxError as e:

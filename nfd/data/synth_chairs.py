@@ -214,13 +214,7 @@ def _tar_add(tf: tarfile.TarFile, name: str, data: bytes | None) -> None:
 
 
 def synth_chairs(
-    num: int,
-    seed: int,
-    out_dir: str | Path,
-    *,
-    resolution: int = 32,
-    write_meshes: bool = True,
-    progress: bool = False,
+    num: int, seed: int, out_dir: str | Path, *, resolution: int = 32, write_meshes: bool = True, progress: bool = False
 ) -> dict[str, Any]:
     """Generate ``num`` chairs into ``out_dir`` (meshes/, ShapeNetVox32.tgz, manifest.json); returns a summary."""
     from tqdm import tqdm
@@ -235,9 +229,10 @@ def synth_chairs(
     mesh_tmp = Path(tempfile.mkdtemp(prefix=".meshes-", dir=out_dir)) if write_meshes else None
     try:
         with atomic_path(tgz) as tmp:
-            with open(tmp, "wb") as raw, gzip.GzipFile(
-                filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6
-            ) as gz:
+            with (
+                open(tmp, "wb") as raw,
+                gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6) as gz,
+            ):
                 with tarfile.open(fileobj=gz, mode="w", format=tarfile.USTAR_FORMAT) as tf:
                     _tar_add(tf, "ShapeNetVox32", None)
                     _tar_add(tf, f"ShapeNetVox32/{CHAIRS_SYNSET}", None)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nfd.data.h5format import open_checked
+from nfd.data.h5read import open_checked
 from nfd.errors import NfdError
 from nfd.sampling.samples_file import read_samples
 
