@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU check for GitHub issue 6 (performance): one prepared run, under 5 minutes on one GPU.
+# GPU check of the performance work: one prepared run, under 5 minutes on one GPU.
 #
 #   OUT=/some/folder bash benchmarks/gpu_check.sh        # run from the repository root
 #
