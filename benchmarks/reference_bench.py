@@ -25,7 +25,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -41,16 +40,6 @@ RELEASED_CONFIG = {
     "shapenet_chairs": "configs/config_shapenet_voxels.json",
 }
 """The authors' released config of each preset; MNIST has none (see :func:`mnist_reference_config`)."""
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def mnist_reference_config() -> dict[str, Any]:
@@ -274,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
         if not (args.reference_src / name).is_file():
             p.error(f"{args.reference_src}: not a copy of the authors' repository (no {name})")
     import torch
+
+    from nfd.report.timing import cpu_model
 
     record: dict[str, Any] = {
         "cpu": cpu_model(),

@@ -8,10 +8,8 @@ defines the command line. The record's keys and what each number means are docum
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -30,6 +28,7 @@ from nfd.models.build import pick_device
 from nfd.presets import PRESETS, resolve
 from nfd.report.bench_measure import measure_sample, measure_steps
 from nfd.report.bench_step import DataShape, data_shape, flops_text
+from nfd.report.timing import cpu_model
 
 SCHEMA = "nfd-bench/1"
 
@@ -50,12 +49,7 @@ SAMPLE_RESOLUTIONS = {2: [1024], 3: [128, 256]}
 
 
 def _environment(device: torch.device) -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    cpu = cpu_model()
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu
     return {
         "device": str(device),

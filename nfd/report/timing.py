@@ -8,14 +8,28 @@ measurement or changes state (an optimiser step, a step whose gradients are rese
 
 from __future__ import annotations
 
+import platform
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.benchmark import Timer
+
+
+def cpu_model() -> str:
+    """The CPU model name, recorded with every timing: on these machines only numbers measured side by side, on one
+    CPU, compare."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
 
 
 def sync(device: torch.device) -> None:

@@ -14,7 +14,6 @@ import argparse
 import csv
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ import pandas as pd
 from nfd.cli import RawHelpFormatter, verb_help
 from nfd.errors import NfdError
 from nfd.io import atomic_path
+from nfd.report.timing import cpu_model
 
 SATURATED = 0.99
 """|v| above this counts as saturated (the tanh output's gradient is below 2% of its maximum there)."""
@@ -64,17 +64,6 @@ def data_shares(data: str | Path, split: str = "train", limit: int = 500) -> tup
     ds = PointCloudDataset(Path(data), split=split, num_points=0)
     idx = list(range(min(limit, len(ds))))
     return value_shares(ds.read(idx, None).numpy())
-
-
-def cpu_model() -> str:
-    """The CPU model name (benchmarks on these machines only compare numbers measured side by side)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _nfd(*args: str, threads: int, log: Path) -> None:
