@@ -19,6 +19,18 @@ SET_DISCRIMINATOR_PRESETS = ("mnist", "demo_mnist", "tiny")
 encodings gamma_x and gamma_y for these."""
 
 
+MEASURED_COLUMNS = (
+    "norm_B",
+    "two_pi_norm_B",
+    "bound",
+    "paper_printed",
+    "measured_max_grad",
+    "measured_over_bound",
+    "within_bound",
+)
+"""T4's columns computed from B and the measured gradients (``no encoding`` where there is no B)."""
+
+
 def jacobian_norms(enc: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Largest singular value of the Jacobian of ``enc`` at each point of ``x [N, d]``, by autograd.
 
@@ -47,15 +59,7 @@ def _t4_row(
         "seed": seed,
     }
     if enc is None or enc_cfg.num_frequencies == 0:
-        for c in (
-            "norm_B",
-            "two_pi_norm_B",
-            "bound",
-            "paper_printed",
-            "measured_max_grad",
-            "measured_over_bound",
-            "within_bound",
-        ):
+        for c in MEASURED_COLUMNS:
             row[c] = "no encoding"
         return row
     enc = enc.double()
@@ -111,21 +115,7 @@ def table_t4(preset: str, num_points: int = 4096) -> Table:
             gx, gy = set_discriminator_encodings(cfg, d, k)
             rows.append(_t4_row(name, "set-D gamma_x (coordinates)", gx, sc, d, seed, num_points))
             rows.append(_t4_row(name, "set-D gamma_y (features)", gy, sc, k, seed, num_points))
-    columns = [
-        "config_preset",
-        "component",
-        "in_dim",
-        "m",
-        "sigma",
-        "seed",
-        "norm_B",
-        "two_pi_norm_B",
-        "bound",
-        "paper_printed",
-        "measured_max_grad",
-        "measured_over_bound",
-        "within_bound",
-    ]
+    columns = ["config_preset", "component", "in_dim", "m", "sigma", "seed", *MEASURED_COLUMNS]
     notes = [
         "gamma(x) = [cos 2 pi B x, sin 2 pi B x] with B ~ N(0, sigma^2) of shape [m, in_dim], drawn by "
         "nfd.models.encoding.FourierFeatures from a torch.Generator seeded with the preset's train.seed (the "
