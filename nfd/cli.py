@@ -8,7 +8,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
+import threading
+from typing import Any
 
 from nfd import __version__
 from nfd.errors import NfdError
@@ -159,13 +162,40 @@ def configure_logging(verbose: int = 0, quiet: int = 0) -> None:
     logging.captureWarnings(True)
 
 
+class _StartUpSignals:
+    """While the verb's module is imported (torch, ...: seconds in which Ctrl-C is likely), SIGINT and SIGTERM only
+    record themselves. A KeyboardInterrupt raised at that moment could land in a finaliser run by the garbage
+    collector, where Python prints and drops it, and the command would go on as if never interrupted; a recorded
+    signal cannot be lost. Only the main thread can install handlers."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def _record(self, signum: int, frame: Any) -> None:
+        self.signum = self.signum or signum
+
+    def __enter__(self) -> _StartUpSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._record)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
-    try:  # building the parser imports the verb's module (torch, ...): seconds in which Ctrl-C is likely
-        parser = build_parser(requested_verb(argv))
-    except KeyboardInterrupt:
+    with _StartUpSignals() as start_up:
+        try:
+            parser = build_parser(requested_verb(argv))
+        except KeyboardInterrupt:  # a SIGINT sent before the handlers were installed
+            start_up.signum = signal.SIGINT
+    if start_up.signum is not None:
         print("nfd: interrupted", file=sys.stderr)
-        return 130
+        return 128 + start_up.signum
     args = parser.parse_args(argv)
     configure_logging(args.log_verbose, args.log_quiet)
     try:

@@ -361,7 +361,11 @@ def test_signal_during_start_up_is_not_lost(data, tmp_path, delay):
     proc = start(data, out, "--steps", "100000")
     time.sleep(delay)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+    try:
+        _, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:  # the signal was lost: do not leave a training running after the test
+        proc.kill()
+        raise
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "interrupted" in err.strip().splitlines()[-1]
     if (out / "checkpoints" / "last.pt").is_file():  # it got as far as training: one step, then a checkpoint

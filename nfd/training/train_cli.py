@@ -17,10 +17,10 @@ from nfd.training.trainer import Interrupted, StopSignals, Trainer
 
 
 def run_train(args: argparse.Namespace) -> int:
-    cfg = resolve(args.preset, args.config, args.set)
-    if args.steps is not None:
-        cfg.train.steps = args.steps
     with StopSignals() as stop:  # before the slow start-up, so no signal falls outside the handler
+        cfg = resolve(args.preset, args.config, args.set)
+        if args.steps is not None:
+            cfg.train.steps = args.steps
         trainer = Trainer(cfg, args.data, args.out, device=args.device)
         try:
             final = trainer.fit(resume=args.resume, progress=not args.quiet, force=args.force, stop=stop)
