@@ -106,6 +106,10 @@ class TrainConfig:
     """Training steps (>= 0); 0 means derive from epochs."""
     epochs: float = 150.0
     """Passes over the training split, used when steps is 0."""
+    max_seconds: float = 0.0
+    """Wall-clock budget of the training loop in seconds (0 = none): training ends after the first step that
+    reaches it (or at train.steps, whichever comes first) and saves the final model. The seconds trained so far
+    are kept in checkpoints and snapshots (``train_seconds``), so quality can be read against wall time."""
     lr_g: float = 1e-4
     """Adam learning rate of the hypernetwork (or of the auto-decoder)."""
     lr_d: float = 4e-4
@@ -355,6 +359,8 @@ def validate(cfg: Config) -> None:
     for key in ("beta1", "beta2"):
         if not 0.0 <= getattr(tc, key) < 1.0:
             raise ConfigError(f"train.{key} must be in [0, 1), got {getattr(tc, key)}")
+    if not (math.isfinite(tc.max_seconds) and tc.max_seconds >= 0):
+        raise ConfigError(f"train.max_seconds must be a finite number >= 0 (0 = no budget), got {tc.max_seconds}")
     if not (math.isfinite(tc.r1_weight) and tc.r1_weight >= 0):
         raise ConfigError(f"train.r1_weight must be a finite number >= 0, got {tc.r1_weight}")
     if not cfg.discriminator.channels and not cfg.discriminator.layers:

@@ -282,9 +282,18 @@ def test_progress_scores_every_snapshot_like_evaluate_mnist(cli, mnist_h5, tmp_p
     )
     assert code == 0, out
     lines = tsv.read_text().splitlines()
-    assert lines[0].split("\t") == ["step", "classifier_fd", "confident_share", "class_entropy", "seconds"]
+    assert lines[0].split("\t") == [
+        "step",
+        "train_seconds",
+        "classifier_fd",
+        "confident_share",
+        "class_entropy",
+        "seconds",
+    ]
     rows = [dict(zip(lines[0].split("\t"), line.split("\t"))) for line in lines[1:]]
     assert [int(r["step"]) for r in rows] == [2, 4, 5]  # snapshots, then the final model (step 5)
+    trained = [float(r["train_seconds"]) for r in rows]  # the training's own clock at each snapshot
+    assert 0 < trained[0] < trained[1] < trained[2]
     records = [json.loads(line) for line in jsonl.read_text().splitlines()]
     assert [r["context"]["step"] for r in records] == [2, 4, 5]
 

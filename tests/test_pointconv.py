@@ -149,7 +149,7 @@ def test_shared_strategies_match_naive_through_double_backward(strategy: str) ->
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
 
 
-def test_auto_strategy_picks_grouped_only_for_large_groups_and_wide_inputs() -> None:
+def test_auto_strategy_picks_grouped_only_for_few_large_groups_and_wide_inputs() -> None:
     from nfd.grid import grid_coords
     from nfd.models.neighbours import build_plan, pool_levels
 
@@ -161,3 +161,10 @@ def test_auto_strategy_picks_grouped_only_for_large_groups_and_wide_inputs() -> 
     assert wide.shared_strategy(64, 9, None) in ("weights", "factored")
     few = build_plan(grid_coords(64, 2), pool_levels(3, 9)).levels[2].conv_groups  # ~11 pairs per group
     assert wide.shared_strategy(64, 9, few) != "grouped"
+    # Random points of a 3D grid: large groups, but too many of them (each adds a pass over the whole output).
+    torch.manual_seed(0)
+    pts = grid_coords(32, 3)[torch.randperm(32**3)[:4096].sort().values]  # ~770 groups of ~140 pairs
+    many = build_plan(pts, pool_levels(1, 27)).levels[0].conv_groups
+    assert len(many().sizes) > PointConv.GROUPED_MAX_GROUPS
+    assert len(many().pair_group) >= PointConv.GROUPED_MIN_PAIRS * len(many().sizes)
+    assert PointConv(3, 32, 8, [16]).shared_strategy(26, 27, many) != "grouped"

@@ -68,3 +68,48 @@ def test_sweep_trains_scores_and_merges_parts(voxels_h5, tmp_path) -> None:
     assert [r["run"] for r in _rows(out / "sweep.tsv")] == ["s0_t1", "s1_t1", "s2_t1"]
     md = (out / "sweep.md").read_text()
     assert "| s2_t1 | 2 | 1 |" in md and "cpu:" in md
+
+
+def test_sweep_with_a_budget_scores_each_snapshot_against_wall_time(voxels_h5, tmp_path) -> None:
+    out = tmp_path / "budget"
+    code = main(
+        [
+            "sweep",
+            "--preset",
+            "tiny",
+            "--data",
+            str(voxels_h5),
+            "--out",
+            str(out),
+            "--seeds",
+            "0",
+            "--threads",
+            "1",
+            "--budget",
+            "3",
+            "--set",
+            "train.keep_every=3",
+            "--num-samples",
+            "4",
+            "--resolution",
+            "8",
+            "--points",
+            "64",
+            "--num-ref",
+            "2",
+        ]
+    )
+    assert code == 0
+    (row,) = _rows(out / "sweep.tsv")
+    steps = int(row["steps"])
+    assert steps > 10  # the budget, not the tiny preset's 10 steps, ended the run
+    cfg = (out / "s0_t1" / "run" / "config.yaml").read_text()
+    assert "max_seconds: 3.0" in cfg
+    curve = _rows(out / "curves.tsv")
+    # one row per kept snapshot and one for the final model (the same row if its step was kept)
+    assert [int(c["step"]) for c in curve] == sorted({*range(3, steps + 1, 3), steps})
+    secs = [float(c["train_seconds"]) for c in curve]
+    assert secs == sorted(secs) and secs[-1] >= 3.0
+    # the last point of the curve is the model the sweep table scored
+    assert abs(float(curve[-1]["cov"]) - float(row["cov"])) < 1e-3
+    assert "budget_s: 3.0" in (out / "sweep.md").read_text()

@@ -213,3 +213,30 @@ def test_snapshots_hold_the_generator_of_their_step(tmp_path) -> None:
     assert snap["step"] == 4 and "opt_g" not in snap and "D" not in snap
     assert snap["G"].keys() == full["G"].keys()
     assert all(torch.equal(snap["G"][k], full["G"][k]) for k in full["G"])
+
+
+def test_wall_clock_budget_ends_training_and_is_carried_over_resumes(images_h5, tmp_path, monkeypatch):
+    """train.max_seconds ends training after the step whose clock reaches it; the seconds are saved with the model
+    and continue on resume. The clock is replaced by one that advances 1 s per reading (deterministic)."""
+    import nfd.training.trainer as trainer_mod
+
+    class Clock:
+        now = 0.0
+
+        def perf_counter(self) -> float:
+            self.now += 1.0
+            return self.now
+
+    monkeypatch.setattr(trainer_mod, "time", Clock())
+    t = Trainer(_cfg("steps=1000", "train.max_seconds=10"), images_h5, tmp_path / "r")
+    t.fit(progress=False)
+    assert 1 < t.step < 1000 and t.train_seconds >= 10
+    saved = ckpt.load(tmp_path / "r" / "model.pt")
+    assert saved["step"] == t.step and saved["train_seconds"] == t.train_seconds
+    # a checkpoint's budget already spent: a resume with a larger one goes on from the saved seconds
+    more = Trainer(_cfg("steps=1000", "train.max_seconds=20"), images_h5, tmp_path / "r")
+    more.fit(resume=True, progress=False)
+    assert more.train_seconds >= 20 and more.step > t.step
+    assert more.step - t.step < t.step + 2  # about the same number of steps for the second 10 s
+    with pytest.raises(Exception, match="train.max_seconds"):
+        _cfg("train.max_seconds=-1")

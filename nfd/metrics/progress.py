@@ -23,7 +23,8 @@ COLUMNS = {
     "classifier_fd": ["classifier_fd", "confident_share", "class_entropy"],
     "shapes3d": ["cov", "mmd", "1nna", "failure_rate"],
 }
-"""The TSV columns (besides ``step`` and ``seconds``) for each metric, as named in its record's ``results``."""
+"""The TSV columns (besides ``step``, ``train_seconds`` and ``seconds``) for each metric, as named in its record's
+``results``."""
 
 
 def snapshot_paths(run: str | Path) -> list[tuple[int, Path]]:
@@ -49,8 +50,8 @@ def evaluate_progress(
     jsonl: str | Path | None = None,
     device: str = "auto",
 ) -> list[dict[str, Any]]:
-    """Score every snapshot of ``run`` and write ``out`` (TSV: step, the metric's columns, seconds); return the
-    rows."""
+    """Score every snapshot of ``run`` and write ``out`` (TSV: step, the training's wall-clock seconds at that
+    step, the metric's columns, the seconds its scoring took); return the rows."""
     from nfd.metrics.classifier_fd import IMAGE_SHAPE
     from nfd.metrics.data import h5_info
     from nfd.metrics.registry import append_jsonl
@@ -102,10 +103,18 @@ def evaluate_progress(
         if jsonl is not None:
             append_jsonl(jsonl, record)
         results = record["results"]
-        rows.append({"step": step, **{c: results[c] for c in COLUMNS[metric]}, "seconds": time.perf_counter() - t0})
+        trained = meta.get("train_seconds")  # absent in checkpoints written before the field existed
+        rows.append(
+            {
+                "step": step,
+                "train_seconds": "" if trained is None else float(trained),
+                **{c: results[c] for c in COLUMNS[metric]},
+                "seconds": time.perf_counter() - t0,
+            }
+        )
         done.add(step)
     rows.sort(key=lambda r: r["step"])
-    columns = ["step", *COLUMNS[metric], "seconds"]
+    columns = ["step", "train_seconds", *COLUMNS[metric], "seconds"]
     with atomic_path(out) as tmp:
         with open(tmp, "w") as f:
             f.write("\t".join(columns) + "\n")

@@ -130,17 +130,21 @@ class PointConv(nn.Module):
 
     GROUPED_MIN_PAIRS = 64
     GROUPED_MIN_IN_CH = 16
+    GROUPED_MAX_GROUPS = 256
 
     def shared_strategy(self, batch: int, k: int, groups: Callable[[], OffsetGroups] | None = None) -> str:
-        """The form of :meth:`forward_shared`, unless :attr:`strategy` says: 'grouped' when the pairs come in
-        offset groups of at least :attr:`GROUPED_MIN_PAIRS` pairs on average and Cin >= :attr:`GROUPED_MIN_IN_CH`,
-        else 'weights' (materialise W once for the batch) or 'factored' (L . sum_i f_i h_i^T), whichever has fewer
+        """The form of :meth:`forward_shared`, unless :attr:`strategy` says: 'grouped' when the pairs come in at
+        most :attr:`GROUPED_MAX_GROUPS` offset groups of at least :attr:`GROUPED_MIN_PAIRS` pairs on average and
+        Cin >= :attr:`GROUPED_MIN_IN_CH`, else 'weights' (materialise W once for the batch) or 'factored' (L . sum_i f_i h_i^T), whichever has fewer
         multiply-adds per query for ``batch`` examples and ``k`` shared neighbours. ``groups`` returns the offset
         groups (e.g. :meth:`nfd.models.neighbours.PlanLevel.conv_groups`); it is called only when they may be used.
 
         Measured (2 threads, batch 64, forward + backward with R1's double backward): the second level of the 64^2
         discriminator, 125 pairs per group, Cin 64: 1.40 s -> 0.79 s; the third, 11 pairs per group: 0.88 s ->
-        1.38 s, and the first, Cin 3: 0.39 s -> 1.36 s (products with 3 columns), hence the thresholds.
+        1.38 s, and the first, Cin 3: 0.39 s -> 1.36 s (products with 3 columns), hence the thresholds. Each group
+        adds one accumulation into the whole ``[M, B * Cout]`` output (and its gradient), so many groups lose: the
+        second level of the released chairs discriminator (4,096 random points of 32^3, 742 groups of 149 pairs,
+        Cin 32) made the whole step 16.8 s grouped against 9.1 s factored, hence the cap.
         """
         if self.strategy != "auto":
             if self.strategy == "grouped" and groups is None:
@@ -149,7 +153,7 @@ class PointConv(nn.Module):
         c, o, j = self.in_ch, self.out_ch, self.mid
         if groups is not None and c >= self.GROUPED_MIN_IN_CH:
             g = groups()
-            if len(g.pair_group) >= self.GROUPED_MIN_PAIRS * len(g.sizes):
+            if len(g.sizes) <= self.GROUPED_MAX_GROUPS and len(g.pair_group) >= self.GROUPED_MIN_PAIRS * len(g.sizes):
                 return "grouped"
         factored = batch * (k * c * j + c * j * o)
         weights = batch * k * c * o + k * c * o * j

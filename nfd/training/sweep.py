@@ -6,6 +6,10 @@ little about a setting. The sweep trains each (seed, threads) pair with the ``nf
 scores each final model with the same verbs the pipeline uses (``nfd sample``, ``nfd evaluate mnist|shapes``), and
 writes ``OUT/sweep.tsv`` and ``OUT/sweep.md``: one row per run with its wall time, its metrics and the share of
 saturated (|v| > 0.99) and grey (|v| < 0.9) values in its samples beside the data's own shares.
+
+With ``--budget SECONDS`` every run trains for that wall-clock time instead of a step count (time-to-quality), and
+the snapshots it keeps (``--set train.keep_every=N``) are scored as well: ``OUT/curves.tsv`` holds each run's metric
+against its training seconds.
 """
 
 from __future__ import annotations
@@ -97,9 +101,46 @@ def _train_cmd(args: argparse.Namespace, run: Run) -> list[str]:
         cmd += ["--config", str(args.config)]
     for s in args.set or []:
         cmd += ["--set", s]
+    if args.budget is not None:
+        cmd += ["--set", f"train.max_seconds={args.budget}"]
     if args.steps is not None:
         cmd += ["--steps", str(args.steps)]
+    elif args.budget is not None:
+        cmd += ["--steps", str(BUDGET_STEP_CAP)]  # the budget, not the preset's steps, ends the run
     return cmd
+
+
+BUDGET_STEP_CAP = 10**9
+"""The step count of runs with a wall-clock budget and no ``--steps``: never reached, the budget ends them."""
+
+
+def progress_curve(args: argparse.Namespace, run: Run, coord_dim: int) -> list[dict[str, str]]:
+    """Score every snapshot of the run (``nfd evaluate progress`` with the sweep's scoring settings) and return
+    the rows of its ``RUN/progress.tsv``: the metric against the training's wall-clock seconds."""
+    out = run.folder / "progress.tsv"
+    cmd = ["evaluate", "progress", "--run", str(run.folder / "run"), "--data", str(args.data), "--out", str(out)]
+    cmd += ["--num-samples", str(args.num_samples), "--seed", str(args.sample_seed)]
+    if coord_dim == 2:
+        if args.classifier is None:
+            raise NfdError("scoring 2D runs needs --classifier (nfd evaluate train-classifier)")
+        cmd += ["--classifier", str(args.classifier)]
+    else:
+        cmd += ["--points", str(args.points), "--num-ref", str(args.num_ref)]
+    _nfd(*cmd, threads=run.threads, log=run.folder / "log.txt")
+    frame = pd.read_csv(out, sep="\t", dtype=str, keep_default_na=False, quoting=csv.QUOTE_NONE)
+    return frame.to_dict(orient="records")
+
+
+def write_curves(out: Path, curves: dict[str, list[dict[str, str]]]) -> None:
+    """``OUT/curves.tsv``: every scored snapshot of every run (run, step, train_seconds, the metric's columns)."""
+    cols = ["run"]
+    for rows in curves.values():
+        for row in rows:
+            cols += [k for k in row if k not in cols and k != "seconds"]
+    lines = ["\t".join(cols)]
+    lines += ["\t".join([name, *(row.get(c, "") for c in cols[1:])]) for name, rows in curves.items() for row in rows]
+    with atomic_path(out / "curves.tsv") as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
 
 
 def score(args: argparse.Namespace, run: Run, coord_dim: int) -> dict[str, Any]:
@@ -281,17 +322,25 @@ def run_sweep(args: argparse.Namespace) -> int:
         "data_grey": round(grey, 4),
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
+    if args.budget is not None:
+        header["budget_s"] = args.budget
     t0 = time.perf_counter()
     _schedule(runs, args.cores, args)
+    curves: dict[str, list[dict[str, str]]] = {}
     for r in runs:
         if r.status == "trained":
             try:
                 r.results = score(args, r, info.coord_dim)
+                if args.budget is not None:
+                    curves[r.name] = progress_curve(args, r, info.coord_dim)
+                    r.results["steps"] = int(curves[r.name][-1]["step"])
                 r.status = "ok"
             except NfdError as e:
                 r.status = f"scoring failed: {e}"
     header["wall_s"] = round(time.perf_counter() - t0, 1)
     write_table(out, runs, header)
+    if curves:
+        write_curves(out, curves)
     print((out / "sweep.md").read_text())
     return 0 if all(r.status == "ok" for r in runs) else 1
 
@@ -307,6 +356,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", default=None, help="YAML overrides passed to every nfd train")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override for every run (repeatable)")
     p.add_argument("--steps", type=int, default=None, help="training steps (default: the preset's)")
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="wall-clock budget per run (train.max_seconds) instead of a step count; every kept snapshot "
+        "(train.keep_every) is then scored and OUT/curves.tsv holds the metric against the training's seconds",
+    )
     p.add_argument(
         "--reuse",
         action="store_true",

@@ -112,6 +112,8 @@ class Trainer:
         fixed = step_generator(tc.seed, 0, stream=99)
         self.fixed_z = self.G.sample_latents(tc.num_fixed_samples, generator=fixed).to(self.device)
         self.step = 0
+        self.train_seconds = 0.0
+        """Wall-clock seconds of the training loop so far (over resumes), checked against train.max_seconds."""
 
     # -- data -------------------------------------------------------------------------------------------------
     def batch(self, step: int) -> Batch:
@@ -184,6 +186,7 @@ class Trainer:
             "config": to_dict(self.cfg),
             "model": self.cfg.train.model,
             "step": self.step,
+            "train_seconds": self.train_seconds,
             "coord_dim": self.coord_dim,
             "feature_dim": self.feature_dim,
             "grid_shape": list(self.grid_shape),
@@ -208,6 +211,7 @@ class Trainer:
             "config",
             "model",
             "step",
+            "train_seconds",
             "coord_dim",
             "feature_dim",
             "grid_shape",
@@ -252,6 +256,7 @@ class Trainer:
         self._apply_optimiser_config()
         torch.set_rng_state(data["rng"]["torch"])
         self.step = int(data["step"])
+        self.train_seconds = float(data.get("train_seconds", 0.0))
 
     def _apply_optimiser_config(self) -> None:
         """Give the restored optimisers this run's learning rates and betas, so the saved config is what trains.
@@ -348,12 +353,16 @@ class Trainer:
             dynamic_ncols=True,
         )
         try:
+            loop_t0, loop_s0 = time.perf_counter(), self.train_seconds
             while self.step < self.total_steps:
                 t0 = time.perf_counter()
                 metrics = self.gan_step(self.step) if gan else self.autodecoder_step(self.step)
                 metrics["stop"] = float(stop.signum or 0)
+                self.train_seconds = loop_s0 + (time.perf_counter() - loop_t0)
+                metrics["over_budget"] = float(0 < tc.max_seconds <= self.train_seconds)
                 metrics = distributed.average_metrics(metrics, self.world, self.device)
                 stopping = metrics.pop("stop") > 0  # any rank signalled: all stop after this same step
+                over_budget = metrics.pop("over_budget") > 0  # any rank's clock: all end after this same step
                 bad = [k for k, v in metrics.items() if not math.isfinite(v)]
                 if bad:
                     last = self.last_path if self.last_path.is_file() else "none written yet"
@@ -371,14 +380,19 @@ class Trainer:
                         self.save()
                     raise Interrupted(stop.signum or signal.SIGTERM, self.step, self.last_path)
                 if not main:
+                    if over_budget:
+                        break
                     continue
                 log.write({"step": self.step, **metrics})
-                if self.step % tc.sample_every == 0 or self.step == self.total_steps:
+                if self.step % tc.sample_every == 0 or self.step == self.total_steps or over_budget:
                     self.preview()
                 if tc.keep_every > 0 and self.step % tc.keep_every == 0:
                     self.save_snapshot()
                 if self.step % tc.checkpoint_every == 0 and self.step < self.total_steps:
                     self.save()
+                if over_budget:
+                    tqdm.write(f"nfd train: wall-clock budget of {tc.max_seconds:g} s reached at step {self.step}")
+                    break
         finally:
             bar.close()
             if log is not None:
