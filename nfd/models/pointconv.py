@@ -135,9 +135,10 @@ class PointConv(nn.Module):
     def shared_strategy(self, batch: int, k: int, groups: Callable[[], OffsetGroups] | None = None) -> str:
         """The form of :meth:`forward_shared`, unless :attr:`strategy` says: 'grouped' when the pairs come in at
         most :attr:`GROUPED_MAX_GROUPS` offset groups of at least :attr:`GROUPED_MIN_PAIRS` pairs on average and
-        Cin >= :attr:`GROUPED_MIN_IN_CH`, else 'weights' (materialise W once for the batch) or 'factored' (L . sum_i f_i h_i^T), whichever has fewer
-        multiply-adds per query for ``batch`` examples and ``k`` shared neighbours. ``groups`` returns the offset
-        groups (e.g. :meth:`nfd.models.neighbours.PlanLevel.conv_groups`); it is called only when they may be used.
+        Cin >= :attr:`GROUPED_MIN_IN_CH`, else 'weights' (materialise W once for the batch) or 'factored'
+        (L . sum_i f_i h_i^T), whichever has fewer multiply-adds per query for ``batch`` examples and ``k`` shared
+        neighbours. ``groups`` returns the offset groups (e.g. :meth:`nfd.models.neighbours.PlanLevel.conv_groups`);
+        it is called only when they may be used.
 
         Measured (2 threads, batch 64, forward + backward with R1's double backward): the second level of the 64^2
         discriminator, 125 pairs per group, Cin 64: 1.40 s -> 0.79 s; the third, 11 pairs per group: 0.88 s ->
