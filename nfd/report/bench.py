@@ -30,19 +30,9 @@ from nfd.report.bench_measure import measure_sample, measure_steps
 from nfd.report.bench_step import DataShape, data_shape, flops_text
 from nfd.report.timing import cpu_model
 
-SCHEMA = "nfd-bench/1"
-
-REFERENCE: dict[str, dict[str, Any]] = {
-    "mnist": {"seconds_per_step": 10.0, "peak_rss_bytes": 5.0e9, "batch_size": 128, "points_per_step": 784},
-    "celebahq64": {"seconds_per_step": 24.6, "peak_rss_bytes": 10.4e9, "batch_size": 64, "points_per_step": 4096},
-    "shapenet_chairs": {"seconds_per_step": 17.2, "peak_rss_bytes": 9.6e9, "batch_size": 24, "points_per_step": 4096},
-}
-"""The authors' released code, one training step (D step with R1, then G step) at the paper's settings, measured on a
-2-core CPU machine with 2 threads, idle (code: github.com/EmilienDupont/neural-function-distributions). Compared only
-when batch size and points per step match."""
-
-REFERENCE_SOURCE = "authors' released code (github.com/EmilienDupont/neural-function-distributions), 2 threads, idle"
-"""The ``source`` of a record's ``reference``."""
+SCHEMA = "nfd-bench/2"
+"""Version 2: no comparison with the authors' times stored from another machine (benchmarks/reference_bench.py
+measures that side by side)."""
 
 SAMPLE_RESOLUTIONS = {2: [1024], 3: [128, 256]}
 """Default ``--sample`` grids per coordinate dimension."""
@@ -235,18 +225,6 @@ def bench_steps(args: argparse.Namespace) -> dict[str, Any]:
     m0 = [ok.get(m, {}).get("metrics_step0") for m in ("fast", "naive")]
     if all(m0):
         rec["step0_max_rel_diff"] = max(abs(m0[0][k] - m0[1][k]) / max(abs(m0[1][k]), 1e-12) for k in m0[0])
-    ref = REFERENCE.get(cfg.name)
-    comparable = (
-        ref is not None
-        and ref["batch_size"] == cfg.train.batch_size
-        and ref["points_per_step"] == points
-        and shape == data_shape(cfg)
-    )
-    rec["reference"] = dict(ref, source=REFERENCE_SOURCE) if comparable else None
-    rec["speedup_over_reference"] = rec["rss_fraction_of_reference"] = None
-    if comparable and "error" not in primary:
-        rec["speedup_over_reference"] = ref["seconds_per_step"] / primary["seconds_per_step"]["median"]
-        rec["rss_fraction_of_reference"] = primary["peak_rss_bytes"] / ref["peak_rss_bytes"]
     return rec
 
 
@@ -271,12 +249,6 @@ def print_steps(rec: dict[str, Any]) -> None:
         print(
             f"  same first step, fast vs naive: losses agree to {rec['step0_max_rel_diff']:.1e} (largest relative "
             "difference)"
-        )
-    if rec.get("speedup_over_reference"):
-        ref = rec["reference"]
-        print(
-            f"  vs the authors' code ({ref['seconds_per_step']} s/step, {_gb(ref['peak_rss_bytes'])}): "
-            f"x{rec['speedup_over_reference']:.2f} faster, {rec['rss_fraction_of_reference']:.2f} of the peak RSS"
         )
 
 
@@ -360,7 +332,7 @@ modes:
               128^3 and 256^3 in 3D, 1024^2 in 2D), each resolution in its
               own subprocess: time and peak RSS
 
---json FILE writes one JSON object (schema nfd-bench/1); its keys and what
+--json FILE writes one JSON object (schema nfd-bench/2); its keys and what
 each number means are documented in docs/bench_record.md.
 
 examples:
