@@ -315,7 +315,9 @@ def run_sweep(args: argparse.Namespace) -> int:
         "preset": args.preset,
         "data": str(args.data),
         "overrides": " ".join(args.set or []) or "none",
-        "steps": args.steps if args.steps is not None else "preset",
+        "steps": args.steps
+        if args.steps is not None
+        else ("until the budget" if args.budget is not None else "preset"),
         "cpu": cpu_model(),
         "cores": args.cores,
         "data_saturated": round(sat, 4),
