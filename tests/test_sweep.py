@@ -9,6 +9,9 @@ import numpy as np
 from nfd.cli import main
 from nfd.training.sweep import GREY, SATURATED, value_shares
 
+TINY_SCORING = ["--num-samples", "4", "--resolution", "8", "--points", "64", "--num-ref", "2"]
+"""Scoring settings small enough for the tiny preset's 8^3 test voxels."""
+
 
 def _rows(path):
     lines = path.read_text().strip().splitlines()
@@ -39,14 +42,7 @@ def test_sweep_trains_scores_and_merges_parts(voxels_h5, tmp_path) -> None:
         "2",
         "--steps",
         "2",
-        "--num-samples",
-        "4",
-        "--resolution",
-        "8",
-        "--points",
-        "64",
-        "--num-ref",
-        "2",
+        *TINY_SCORING,
     ]
     assert main([*common, "--seeds", "0", "1"]) == 0
     rows = _rows(out / "sweep.tsv")
@@ -89,14 +85,7 @@ def test_sweep_with_a_budget_scores_each_snapshot_against_wall_time(voxels_h5, t
             "3",
             "--set",
             "train.keep_every=3",
-            "--num-samples",
-            "4",
-            "--resolution",
-            "8",
-            "--points",
-            "64",
-            "--num-ref",
-            "2",
+            *TINY_SCORING,
         ]
     )
     assert code == 0
