@@ -42,13 +42,14 @@ RELEASED_CONFIG = {
 """The authors' released config of each preset; MNIST has none (see :func:`mnist_reference_config`)."""
 
 
-def mnist_reference_config() -> dict[str, Any]:
+def mnist_reference_config(widths: tuple[int, int, int] = (64, 128, 256)) -> dict[str, Any]:
     """MNIST in the authors' config layout with the paper's values (App. A.2): the generator of every image preset,
     RFF with 128 frequencies of scale 1, and the discriminator of nfd's ``mnist`` preset (64, 128, 256, conv then
-    pool, 9 neighbours; points 784 -> 196 -> 49 -> 13 -> 1)."""
+    pool, 9 neighbours; points 784 -> 196 -> 49 -> 13 -> 1). ``widths``: the three PointConv widths (nfd's
+    ``demo_mnist`` has 32, 64, 128)."""
     mid = [16, 16, 16, 16]
     layers: list[dict[str, Any]] = []
-    for channels, points, pooled in ((64, 784, 196), (128, 196, 49), (256, 49, 13)):
+    for channels, points, pooled in zip(widths, (784, 196, 49), (196, 49, 13), strict=True):
         layers.append({"out_channels": channels, "num_output_points": points, "num_neighbors": 9, "mid_channels": mid})
         layers.append({"num_output_points": pooled, "num_neighbors": 9})
     layers.append({"out_channels": 1, "num_output_points": 1, "num_neighbors": 13, "mid_channels": mid})
@@ -132,11 +133,10 @@ def _stand_in_torchvision() -> None:
         sys.modules["torchvision"], sys.modules["torchvision.utils"] = tv, utils
 
 
-def child_reference(args: argparse.Namespace) -> dict[str, Any]:
-    import torch
-
-    src = Path(args.reference_src).resolve()
-    sys.path.insert(0, str(src))
+def import_reference(src: Path) -> types.SimpleNamespace:
+    """The authors' classes, imported from their repository at ``src`` (put first on ``sys.path``; their packages
+    are the top-level ``data``, ``models`` and ``training``), with the torchvision stand-in where needed."""
+    sys.path.insert(0, str(Path(src).resolve()))
     _stand_in_torchvision()
     from data.conversion import GridDataConverter
     from models.discriminator import PointConvDiscriminator
@@ -144,27 +144,40 @@ def child_reference(args: argparse.Namespace) -> dict[str, Any]:
     from models.function_representation import FourierFeatures, FunctionRepresentation
     from training.training import Trainer
 
-    config = reference_config(src, args.preset)
-    batch, points, shape = nfd_settings(args.preset)
-    batch = args.batch or batch
-    input_dim, output_dim = len(shape) - 1, shape[0]
-    torch.manual_seed(0)
-    device = torch.device("cpu")
+    return types.SimpleNamespace(
+        GridDataConverter=GridDataConverter,
+        PointConvDiscriminator=PointConvDiscriminator,
+        FunctionDistribution=FunctionDistribution,
+        HyperNetwork=HyperNetwork,
+        FourierFeatures=FourierFeatures,
+        FunctionRepresentation=FunctionRepresentation,
+        Trainer=Trainer,
+    )
+
+
+def build_generator(ref: types.SimpleNamespace, config: dict[str, Any], input_dim: int, output_dim: int) -> Any:
+    """Their ``FunctionDistribution`` as their ``main.py`` builds it (RFF matrix drawn from torch's global RNG)."""
+    import torch
+
     enc_cfg = config["generator"]["encoding"]
     if enc_cfg["num_frequencies"]:
-        encoding: torch.nn.Module = FourierFeatures(
+        encoding: torch.nn.Module = ref.FourierFeatures(
             torch.normal(mean=torch.zeros(enc_cfg["num_frequencies"], input_dim), std=enc_cfg["std_dev"])
         )
     else:
         encoding = torch.nn.Identity()
     act = torch.nn.LeakyReLU(0.1)
-    rep = FunctionRepresentation(
+    rep = ref.FunctionRepresentation(
         input_dim, output_dim, config["generator"]["layer_sizes"], encoding, act, torch.nn.Tanh()
     )
-    hyper = HyperNetwork(rep, config["generator"]["latent_dim"], config["generator"]["hypernet_layer_sizes"], act)
-    fd = FunctionDistribution(hyper)
+    hyper = ref.HyperNetwork(rep, config["generator"]["latent_dim"], config["generator"]["hypernet_layer_sizes"], act)
+    return ref.FunctionDistribution(hyper)
+
+
+def build_discriminator(ref: types.SimpleNamespace, config: dict[str, Any], input_dim: int, output_dim: int) -> Any:
+    """Their ``PointConvDiscriminator`` as their ``main.py`` builds it."""
     dc = config["discriminator"]
-    disc = PointConvDiscriminator(
+    return ref.PointConvDiscriminator(
         input_dim,
         output_dim,
         dc["layer_configs"],
@@ -176,18 +189,42 @@ def child_reference(args: argparse.Namespace) -> dict[str, Any]:
         deterministic=dc["deterministic"],
         same_coordinates=dc["same_coordinates"],
     )
+
+
+def build_trainer(
+    ref: types.SimpleNamespace, config: dict[str, Any], shape: tuple[int, ...], points: int, device: Any
+) -> Any:
+    """Their ``Trainer`` (generator, discriminator, ``GridDataConverter`` with features in [-1, 1]) for data of
+    ``shape`` (k, R, R[, R]) as their ``main.py`` sets it up; ``points``: points per step (0: all)."""
+    input_dim, output_dim = len(shape) - 1, shape[0]
+    fd = build_generator(ref, config, input_dim, output_dim)
+    disc = build_discriminator(ref, config, input_dim, output_dim)
     tc = config["training"]
-    trainer = Trainer(
+    return ref.Trainer(
         device,
         fd,
         disc,
-        GridDataConverter(device, shape, normalize_features=True),
+        ref.GridDataConverter(device, shape, normalize_features=True),
         lr=tc["lr"],
         lr_disc=tc["lr_disc"],
         r1_weight=tc["r1_weight"],
         max_num_points=points or None,
         is_voxel=input_dim == 3,
     )
+
+
+def child_reference(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    src = Path(args.reference_src).resolve()
+    ref = import_reference(src)
+    config = reference_config(src, args.preset)
+    batch, points, shape = nfd_settings(args.preset)
+    batch = args.batch or batch
+    input_dim = len(shape) - 1
+    torch.manual_seed(0)
+    trainer = build_trainer(ref, config, shape, points, torch.device("cpu"))
+    tc = config["training"]
     g = torch.Generator().manual_seed(1)
     if input_dim == 3:
         data = (torch.rand((batch, *shape), generator=g) > 0.9).float()  # occupancy in {0, 1}, as their voxels

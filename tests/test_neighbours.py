@@ -179,3 +179,28 @@ def test_plan_cache_keys_on_content() -> None:
     assert cache.get(a, pool_levels(2, 4)) is not p1  # other settings, other plan
     assert cache.misses == 3
     assert cache.get(a, pool_levels(2, 9)) is not p1  # evicted (LRU of 2)
+
+
+@pytest.mark.parametrize("spread", [5, 2**40])
+def test_offset_group_keys_match_row_wise_unique(spread: int) -> None:
+    """The packed 1-D key groups and orders rows exactly as ``unique(dim=0)`` does (the reference), both where the
+    columns' ranges fit one int64 and where they do not (the fallback)."""
+    torch.manual_seed(3)
+    rows = torch.randint(-spread, spread, (500, 3))
+    rows = torch.cat([rows, rows[:200]])[torch.randperm(700)]  # repeats, in no order
+    _, ref = torch.unique(rows, dim=0, return_inverse=True)
+    _, got = torch.unique(nb._row_key(rows), return_inverse=True)
+    assert torch.equal(got, ref)
+
+
+def test_offset_groups_of_random_grid_points_are_exact_offsets() -> None:
+    """Every pair of a group has the same offset (up to rounding), and different groups have different ones."""
+    torch.manual_seed(1)
+    pts = grid_coords(16, 3)[torch.randperm(16**3)[:600].sort().values]
+    level = build_plan(pts, pool_levels(1, 27)).levels[0]
+    g = level.conv_groups()
+    offs = level.conv_offsets.reshape(-1, 3)
+    first = torch.stack([offs[g.pair_group == i][0] for i in range(len(g.sizes))])
+    torch.testing.assert_close(offs, first[g.pair_group], rtol=0, atol=1e-6)
+    assert torch.cdist(first, first).add(torch.eye(len(first))).min() > 1e-3
+    assert sorted(g.sizes) == sorted(torch.bincount(g.pair_group).tolist()) and sum(g.sizes) == 600 * 27

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 import pytest
@@ -240,3 +241,29 @@ def test_wall_clock_budget_ends_training_and_is_carried_over_resumes(images_h5, 
     assert more.step - t.step < t.step + 2  # about the same number of steps for the second 10 s
     with pytest.raises(Exception, match="train.max_seconds"):
         _cfg("train.max_seconds=-1")
+
+
+def test_plan_built_ahead_on_a_side_thread_changes_nothing(voxels_h5, tmp_path, monkeypatch):
+    """With two threads and a fresh point subset per step, the next step's neighbour plan is built on a side thread
+    while the current step trains; the run is bit for bit the one that plans every step on the main thread, and the
+    side thread did build the plans the steps then used (cache hits)."""
+    from nfd.models.neighbours import plan_cache
+
+    sets = ["steps=6", "train.threads=2", "train.num_points=128"]
+    threads = torch.get_num_threads()
+    try:
+        ahead = Trainer(_cfg(*sets), voxels_h5, tmp_path / "ahead")
+        hits = plan_cache.hits
+        ahead.fit(progress=False)
+        assert plan_cache.hits - hits >= 5  # steps 1-5 found the plan the side thread built
+        monkeypatch.setattr(torch, "get_num_threads", lambda: 1)  # the trainer's test for a second thread
+        inline = Trainer(_cfg(*sets), voxels_h5, tmp_path / "inline")
+        plan_cache._plans.clear()
+        inline.fit(progress=False)
+    finally:
+        monkeypatch.undo()
+        torch.set_num_threads(threads)
+    a, b = _state(ahead), _state(inline)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert ahead._planner is None and not any(t.name.startswith("nfd-plan") for t in threading.enumerate())

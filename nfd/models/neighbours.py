@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
@@ -223,6 +224,21 @@ class OffsetGroups:
     """Pairs per group, as Python ints (the split sizes of ``rows`` and ``src``)."""
 
 
+def _row_key(key: Tensor) -> Tensor:
+    """One int64 per row of the integer matrix ``key [R, d]`` that sorts as the rows do lexicographically (a mixed
+    radix over each column's range), so a 1-D ``unique`` groups them: ``unique(dim=0)`` compares rows one pair at a
+    time (~0.03 s for the 6,912 pairs of a 256-point 3D level, paid every step on fresh points). Rows whose ranges
+    do not fit 63 bits keep their columns (the row-wise ``unique``)."""
+    low = key.amin(dim=0)
+    span = (key.amax(dim=0) - low + 1).tolist()
+    if math.prod(span) >= 2**62:
+        return torch.unique(key, dim=0, return_inverse=True)[1]
+    out = torch.zeros(key.shape[0], dtype=torch.long, device=key.device)
+    for col, s in enumerate(span):
+        out = out * s + (key[:, col] - low[col])
+    return out
+
+
 def offset_groups(nbr_idx: Tensor, offsets: Tensor, coord_scale: float) -> OffsetGroups:
     """Group the pairs of ``nbr_idx [M, k]`` by their ``offsets [M, k, d]``, merging offsets closer than 16 units in
     the last place of ``coord_scale`` (the largest coordinate magnitude). Offsets near a bin edge may land in two
@@ -230,7 +246,7 @@ def offset_groups(nbr_idx: Tensor, offsets: Tensor, coord_scale: float) -> Offse
     m, k = nbr_idx.shape
     tol = 16.0 * torch.finfo(offsets.dtype).eps * max(coord_scale, 1e-30)
     key = torch.round(offsets.reshape(m * k, -1).double() / tol).long()
-    _, inv = torch.unique(key, dim=0, return_inverse=True)
+    _, inv = torch.unique(_row_key(key), return_inverse=True)
     order = torch.argsort(inv, stable=True)
     counts = torch.bincount(inv)
     rows = torch.arange(m, device=nbr_idx.device).repeat_interleave(k)
@@ -375,6 +391,7 @@ class PlanCache:
     def __init__(self, maxsize: int = 8) -> None:
         self.maxsize = maxsize
         self._plans: OrderedDict[tuple, NeighbourPlan] = OrderedDict()
+        self._lock = threading.Lock()  # the trainer builds the next step's plan on a side thread
         self.hits = 0
         self.misses = 0
 
@@ -390,16 +407,18 @@ class PlanCache:
         """The cached plan for these coordinates and settings, building it on a miss."""
         levels = tuple((str(m), int(k)) for m, k in levels)
         key = self.key(coords, levels, float(p), float(keep_fraction))
-        plan = self._plans.get(key)
-        if plan is not None:
-            self.hits += 1
-            self._plans.move_to_end(key)
-            return plan
-        self.misses += 1
+        with self._lock:
+            plan = self._plans.get(key)
+            if plan is not None:
+                self.hits += 1
+                self._plans.move_to_end(key)
+                return plan
+            self.misses += 1
         plan = build_plan(coords, levels, p, keep_fraction)
-        self._plans[key] = plan
-        if len(self._plans) > self.maxsize:
-            self._plans.popitem(last=False)
+        with self._lock:
+            self._plans[key] = plan
+            if len(self._plans) > self.maxsize:
+                self._plans.popitem(last=False)
         return plan
 
 

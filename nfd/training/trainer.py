@@ -15,6 +15,7 @@ import math
 import signal
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,8 @@ class Trainer:
             self.G_ema = copy.deepcopy(self.G).requires_grad_(False).eval()
         fixed = step_generator(tc.seed, 0, stream=99)
         self.fixed_z = self.G.sample_latents(tc.num_fixed_samples, generator=fixed).to(self.device)
+        self._planner: ThreadPoolExecutor | None = None
+        self._pending_plan: Future | None = None
         self.step = 0
         self.train_seconds = 0.0
         """Wall-clock seconds of the training loop so far (over resumes), checked against train.max_seconds."""
@@ -125,20 +128,39 @@ class Trainer:
         perm = torch.randperm(len(self.data), generator=step_generator(seed, epoch, stream=1))
         index = perm[pos * self.batch_size : (pos + 1) * self.batch_size].sort().values
         index = index[self.world.rank :: self.world.size]
-        point_idx = None
-        if self.num_points:
-            g = step_generator(seed, step, stream=2)
-            point_idx = torch.randperm(self.all_coords.shape[0], generator=g)[: self.num_points].sort().values.numpy()
+        point_idx = self.point_subset(step)
         feats = self.data.read(index.tolist(), point_idx).to(self.device, non_blocking=True)
-        coords = (
-            self.all_coords if point_idx is None else self.all_coords[torch.as_tensor(point_idx, device=self.device)]
-        )
-        return Batch(coords=coords, features=feats, index=index, point_idx=point_idx)
+        return Batch(coords=self.coords_of(point_idx), features=feats, index=index, point_idx=point_idx)
+
+    def point_subset(self, step: int) -> np.ndarray | None:
+        """The sorted indices of the ``train.num_points`` points of ``step`` (None: all of them)."""
+        if not self.num_points:
+            return None
+        g = step_generator(self.cfg.train.seed, step, stream=2)
+        return torch.randperm(self.all_coords.shape[0], generator=g)[: self.num_points].sort().values.numpy()
+
+    def coords_of(self, point_idx: np.ndarray | None) -> torch.Tensor:
+        return self.all_coords if point_idx is None else self.all_coords[torch.as_tensor(point_idx, device=self.device)]
+
+    def _plan_ahead(self, step: int) -> None:
+        """Wait for the neighbour plan of ``step`` (if it is being built), then start building the next step's.
+
+        With a fresh point subset every step, the plan (farthest-point queries, KD-tree searches: ~0.1 s for the
+        2,048 points of ``demo_chairs``) is serial work that a second core can do while this step trains. The plan
+        depends only on the coordinates, and the step fetches it from the same content-keyed cache, so the numbers
+        are the same with or without it."""
+        if self._pending_plan is not None:
+            self._pending_plan.result()  # re-raises an error of the side thread here
+            self._pending_plan = None
+        if self._planner is not None and step + 1 < self.total_steps:
+            coords = self.coords_of(self.point_subset(step + 1))
+            self._pending_plan = self._planner.submit(self.D.plan, coords)
 
     # -- steps ------------------------------------------------------------------------------------------------
     def gan_step(self, step: int) -> dict[str, float]:
         """One D step with R1 on real sets, then one G step (non-saturating loss), on shared coordinates."""
         assert self.D is not None and self.opt_d is not None
+        self._plan_ahead(step)
         b = self.batch(step)
         g = step_generator(self.cfg.train.seed, step, stream=3, device=self.device)
         metrics = gan_step(
@@ -352,6 +374,8 @@ class Trainer:
             desc=f"train {self.cfg.name}",
             dynamic_ncols=True,
         )
+        if gan and self.num_points and self.device.type == "cpu" and torch.get_num_threads() > 1:
+            self._planner = ThreadPoolExecutor(1, thread_name_prefix="nfd-plan")
         try:
             loop_t0, loop_s0 = time.perf_counter(), self.train_seconds
             while self.step < self.total_steps:
@@ -394,6 +418,9 @@ class Trainer:
                     tqdm.write(f"nfd train: wall-clock budget of {tc.max_seconds:g} s reached at step {self.step}")
                     break
         finally:
+            if self._planner is not None:  # no side thread may outlive the loop (see StopSignals)
+                self._planner.shutdown(wait=True, cancel_futures=True)
+                self._planner, self._pending_plan = None, None
             bar.close()
             if log is not None:
                 log.close()
