@@ -142,6 +142,7 @@ def measure_steps(
         "metrics_step0": metrics0,
         "rss_after_build_bytes": rss_models,
         "threads": torch.get_num_threads(),
+        "parallel_branches": setup.branches is not None and not naive,
         "env": {k: os.environ.get(k) for k in RUNTIME_ENV},
     }
     if gen_scaling:

@@ -19,7 +19,7 @@ from nfd.errors import NfdError
 from nfd.grid import grid_coords
 from nfd.models.build import build_discriminator_for, build_generator
 from nfd.report.timing import time_calls
-from nfd.training.step import gan_optimizers, gan_step, step_generator
+from nfd.training.step import ParallelBranches, gan_optimizers, gan_step, parallel_branches_for, step_generator
 
 BENCH_RESOLUTION = {"tiny": 16}
 """Grid sides ``nfd bench`` uses instead of the primary data set's own: the tiny preset is timed on a 16^2 grid, so
@@ -77,6 +77,8 @@ class BenchSetup:
     num_points: int
     G_run: torch.nn.Module | None = None
     """The generator the timed steps call (``torch.compile``'d with ``--compile``); ``G`` stays eager."""
+    branches: ParallelBranches | None = None
+    """The D step's side thread, as the trainer chooses it (``train.parallel_branches``) for these sizes."""
 
     @property
     def batch_size(self) -> int:
@@ -101,7 +103,8 @@ def build_setup(cfg: Config, shape: DataShape, device: torch.device | str = "cpu
         torch.rand(cfg.train.batch_size, n_total, shape.feature_dim, generator=g, dtype=torch.get_default_dtype()) * 2
         - 1
     ).to(device)
-    return BenchSetup(cfg, shape, device, G, D, opt_g, opt_d, coords, data, num_points, G_run=G)
+    branches = parallel_branches_for(cfg.train, D, device, cfg.train.batch_size, num_points or n_total)
+    return BenchSetup(cfg, shape, device, G, D, opt_g, opt_d, coords, data, num_points, G_run=G, branches=branches)
 
 
 def step_inputs(setup: BenchSetup, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Generator]:
@@ -121,10 +124,25 @@ def step_inputs(setup: BenchSetup, step: int) -> tuple[torch.Tensor, torch.Tenso
 def run_step(
     setup: BenchSetup, step: int, naive: bool = False, amp: bool = False, eager: bool = False
 ) -> dict[str, float]:
-    """One training step of the setup: :func:`nfd.training.step.gan_step` on the inputs of ``step``."""
+    """One training step of the setup: :func:`nfd.training.step.gan_step` on the inputs of ``step``. ``eager``
+    calls the eager generator and keeps the whole D step on this thread (FLOP counting sees this thread's
+    operations only)."""
     coords, real, gen = step_inputs(setup, step)
     G = setup.G if eager or setup.G_run is None else setup.G_run
-    return gan_step(G, setup.D, setup.opt_g, setup.opt_d, coords, real, setup.cfg.train, gen, naive=naive, amp=amp)
+    branches = None if eager else setup.branches
+    return gan_step(
+        G,
+        setup.D,
+        setup.opt_g,
+        setup.opt_d,
+        coords,
+        real,
+        setup.cfg.train,
+        gen,
+        naive=naive,
+        amp=amp,
+        branches=branches,
+    )
 
 
 class _GlobalOnly:

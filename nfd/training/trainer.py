@@ -30,7 +30,15 @@ from nfd.models.build import build_discriminator_for, build_generator, pick_devi
 from nfd.training import checkpoint as ckpt
 from nfd.training import distributed, runfolder
 from nfd.training.loss_log import MetricsLog
-from nfd.training.step import adam, gan_optimizers, gan_step, step_generator, update_ema
+from nfd.training.step import (
+    ParallelBranches,
+    adam,
+    gan_optimizers,
+    gan_step,
+    parallel_branches_for,
+    step_generator,
+    update_ema,
+)
 from nfd.viz.preview import save_preview
 
 METRIC_COLUMNS = ["step", "loss_d", "loss_g", "r1", "d_real", "d_fake", "sat_fake", "sat_real", "step_time"]
@@ -114,6 +122,7 @@ class Trainer:
         self.fixed_z = self.G.sample_latents(tc.num_fixed_samples, generator=fixed).to(self.device)
         self._planner: ThreadPoolExecutor | None = None
         self._pending_plan: Future | None = None
+        self._branches: ParallelBranches | None = None
         self.step = 0
         self.train_seconds = 0.0
         """Wall-clock seconds of the training loop so far (over resumes), checked against train.max_seconds."""
@@ -175,6 +184,7 @@ class Trainer:
             amp=self.cfg.train.amp,
             shard=(self.world.rank, self.world.size),
             sync=self._sync,
+            branches=self._branches,
         )
         if self.G_ema is not None:
             update_ema(self.G_ema, self.G, self.cfg.train.ema_beta)
@@ -376,6 +386,11 @@ class Trainer:
         )
         if gan and self.num_points and self.device.type == "cpu" and torch.get_num_threads() > 1:
             self._planner = ThreadPoolExecutor(1, thread_name_prefix="nfd-plan")
+        if gan:
+            points = self.num_points or self.all_coords.shape[0]
+            self._branches = parallel_branches_for(
+                tc, self.D, self.device, self.batch_size // self.world.size, points, self.world.size
+            )
         try:
             loop_t0, loop_s0 = time.perf_counter(), self.train_seconds
             while self.step < self.total_steps:
@@ -421,6 +436,9 @@ class Trainer:
             if self._planner is not None:  # no side thread may outlive the loop (see StopSignals)
                 self._planner.shutdown(wait=True, cancel_futures=True)
                 self._planner, self._pending_plan = None, None
+            if self._branches is not None:
+                self._branches.close()
+                self._branches = None
             bar.close()
             if log is not None:
                 log.close()
