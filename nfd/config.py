@@ -150,13 +150,13 @@ class TrainConfig:
     """'auto' (cuda if available), 'cpu', 'cuda' or 'cuda:N'."""
     threads: int = 0
     """torch intra-op threads on CPU; 0 keeps torch's default (the number of cores)."""
-    parallel_branches: str = "auto"
-    """'auto', 'on' or 'off': run the D step's two branches side by side on the CPU, the real one (D on the real sets,
-    R1's double backward) on the calling thread and the fake one (G's samples, D on them) on a second, each with
-    half the intra-op threads, instead of one after the other with all of them. Same gradients, summed in the same
-    order; the peak memory holds both branches' graphs at once. 'auto' turns it on with two or more threads in one
-    process when a step sees at most ``PARALLEL_BRANCHES_MAX_VALUES`` (batch x points) values, the demo sizes where
-    small products use a second thread poorly."""
+    d_branches: str = "auto"
+    """'auto', 'parallel' or 'sequential': on the CPU, run the D step's two branches side by side, the real one (D
+    on the real sets, R1's double backward) on the calling thread and the fake one (G's samples, D on them) on a
+    second, each with half the intra-op threads, instead of one after the other with all of them. Same gradients,
+    summed in the same order; the peak memory holds both branches' graphs at once. 'auto' runs them side by side
+    with two or more threads in one process when a step sees at most ``PARALLEL_BRANCHES_MAX_VALUES`` (batch x
+    points) values, the demo sizes, where small products use a second thread poorly."""
     amp: bool = False
     """bf16 autocast of the GAN step's forward passes (CUDA or CPU). Off by default: the paper trains in float32,
     and bf16 rounds to ~3 significant digits. Faster where the hardware multiplies bf16 natively (recent GPUs; CPUs
@@ -337,8 +337,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"train.model must be 'gan' or 'autodecoder', got '{cfg.train.model}'")
     if cfg.train.r1_on not in ("logit", "sigmoid"):
         raise ConfigError(f"train.r1_on must be 'logit' or 'sigmoid', got '{cfg.train.r1_on}'")
-    if cfg.train.parallel_branches not in ("auto", "on", "off"):
-        raise ConfigError(f"train.parallel_branches must be 'auto', 'on' or 'off', got '{cfg.train.parallel_branches}'")
+    if cfg.train.d_branches not in ("auto", "parallel", "sequential"):
+        raise ConfigError(f"train.d_branches must be 'auto', 'parallel' or 'sequential', got '{cfg.train.d_branches}'")
     if not 0.0 <= cfg.train.ema_beta < 1.0:  # also false for nan
         raise ConfigError(f"train.ema_beta must be in [0, 1), got {cfg.train.ema_beta}")
     tc = cfg.train

@@ -85,7 +85,8 @@ def test_fast_and_naive_steps_agree(float64, case):
     """From the same weights and data, one fast step and one naive step (per-example generator loop, brute-force
     neighbours on every D call, naive PointConv) give the same losses and the same parameter updates; 'grouped' forces
     the per-offset form on every level of D (its automatic choice needs larger grids than a test can afford)."""
-    sets = ["train.r1_weight=10.0"]
+    # both steps keep D's branches on one thread: this compares the forms, tests/test_parallel_branches.py the threads
+    sets = ["train.r1_weight=10.0", "train.d_branches=sequential"]
     if case in ("grid2d", "grouped"):
         shape = DataShape(2, 1, 10)  # full 10x10 grid: ties everywhere in the neighbour search
     elif case == "subset3d":

@@ -1,4 +1,4 @@
-"""The D step's two branches side by side (train.parallel_branches): the same step as the sequential one."""
+"""The D step's two branches side by side (train.d_branches): the same step as the sequential one."""
 
 from __future__ import annotations
 
@@ -82,8 +82,9 @@ def test_parallel_branches_at_two_threads_match_to_rounding():
 
 
 def test_auto_choice_and_config_values():
-    """'auto' takes the side thread on the CPU with two threads for small steps only; 'off' never; one thread or
-    several processes never; a bad value is a config error."""
+    """'auto' takes the side thread on the CPU with two threads for small steps only; 'parallel' at every size;
+    'sequential' never; one thread or several processes never; a bad value (e.g. YAML's on/off) is a config
+    error."""
     cfg = preset("tiny")
     D = build_setup(cfg, data_shape(cfg, dim=2, features=1, resolution=8)).D
     cpu = torch.device("cpu")
@@ -95,19 +96,20 @@ def test_auto_choice_and_config_values():
         small.close()
         assert parallel_branches_for(cfg.train, D, cpu, 64, PARALLEL_BRANCHES_MAX_VALUES) is None
         assert parallel_branches_for(cfg.train, D, cpu, 8, 256, world=2) is None
-        cfg.train.parallel_branches = "on"
+        cfg.train.d_branches = "parallel"
         big = parallel_branches_for(cfg.train, D, cpu, 64, PARALLEL_BRANCHES_MAX_VALUES)
         assert big is not None
         big.close()
-        cfg.train.parallel_branches = "off"
+        cfg.train.d_branches = "sequential"
         assert parallel_branches_for(cfg.train, D, cpu, 8, 256) is None
         torch.set_num_threads(1)
-        cfg.train.parallel_branches = "on"
+        cfg.train.d_branches = "parallel"
         assert parallel_branches_for(cfg.train, D, cpu, 8, 256) is None
     finally:
         torch.set_num_threads(before)
-    with pytest.raises(ConfigError, match="parallel_branches"):
-        resolve("tiny", None, ["train.parallel_branches=yes"])
+    for bad in ("yes", "off"):
+        with pytest.raises(ConfigError, match="d_branches"):
+            resolve("tiny", None, [f"train.d_branches={bad}"])
 
 
 def test_trainer_uses_and_closes_the_side_thread(voxels_h5, tmp_path, monkeypatch):

@@ -249,7 +249,7 @@ def test_plan_built_ahead_on_a_side_thread_changes_nothing(voxels_h5, tmp_path, 
     side thread did build the plans the steps then used (cache hits)."""
     from nfd.models.neighbours import plan_cache
 
-    sets = ["steps=6", "train.threads=2", "train.num_points=128", "train.parallel_branches=off"]
+    sets = ["steps=6", "train.threads=2", "train.num_points=128", "train.d_branches=sequential"]
     threads = torch.get_num_threads()
     try:
         ahead = Trainer(_cfg(*sets), voxels_h5, tmp_path / "ahead")

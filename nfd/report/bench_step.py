@@ -78,7 +78,7 @@ class BenchSetup:
     G_run: torch.nn.Module | None = None
     """The generator the timed steps call (``torch.compile``'d with ``--compile``); ``G`` stays eager."""
     branches: ParallelBranches | None = None
-    """The D step's side thread, as the trainer chooses it (``train.parallel_branches``) for these sizes."""
+    """The D step's side thread, as the trainer chooses it (``train.d_branches``) for these sizes."""
 
     @property
     def batch_size(self) -> int:

@@ -46,7 +46,7 @@ def gan_optimizers(
 
 
 PARALLEL_BRANCHES_MAX_VALUES = 65_536
-"""``train.parallel_branches='auto'`` runs the branches side by side up to this many values (batch x points) per
+"""``train.d_branches='auto'`` runs the branches side by side up to this many values (batch x points) per
 step. Measured on the 2-core benchmark machine, ``demo_chairs`` (16 x 2,048): the D step 0.51 -> 0.37 s and 0.59 ->
 0.41 s in two runs (two threads, in one process). Larger steps multiply large matrices, which two intra-op threads
 already share well, and would hold both branches' graphs at the peak."""
@@ -104,12 +104,12 @@ class ParallelBranches:
 def parallel_branches_for(
     tc: TrainConfig, D: torch.nn.Module, device: torch.device, batch: int, points: int, world: int = 1
 ) -> ParallelBranches | None:
-    """The trainer's (and ``nfd bench``'s) choice for ``train.parallel_branches``: on the CPU with two or more
-    threads in one process, when 'on', or 'auto' and the step is small (:data:`PARALLEL_BRANCHES_MAX_VALUES`)."""
+    """The trainer's (and ``nfd bench``'s) choice for ``train.d_branches``: on the CPU with two or more threads in
+    one process, when 'parallel', or 'auto' and the step is small (:data:`PARALLEL_BRANCHES_MAX_VALUES`)."""
     threads = torch.get_num_threads()
-    if tc.parallel_branches == "off" or device.type != "cpu" or threads < 2 or world > 1:
+    if tc.d_branches == "sequential" or device.type != "cpu" or threads < 2 or world > 1:
         return None
-    if tc.parallel_branches == "auto" and batch * points > PARALLEL_BRANCHES_MAX_VALUES:
+    if tc.d_branches == "auto" and batch * points > PARALLEL_BRANCHES_MAX_VALUES:
         return None
     return ParallelBranches(D, threads)
 
