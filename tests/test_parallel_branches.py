@@ -131,3 +131,25 @@ def test_trainer_uses_and_closes_the_side_thread(voxels_h5, tmp_path, monkeypatc
         torch.set_num_threads(before)
     assert len(used) == 3
     assert t._branches is None and not any(x.name.startswith("nfd-branch") for x in threading.enumerate())
+
+
+def test_autocast_reaches_the_side_thread(one_thread):
+    """bf16 autocast is per thread: the side thread enters it too, so with branches the amp step equals the
+    sequential amp step (bit for bit at one thread per side) and differs from the float32 step."""
+    cfg = preset("tiny")
+    results = []
+    for branches, amp in ((True, True), (False, True), (False, False)):
+        setup = build_setup(cfg, data_shape(cfg, dim=2, features=1, resolution=8), seed=5)
+        side = ParallelBranches(setup.D, 1) if branches else None
+        coords, real, gen = step_inputs(setup, 0)
+        try:
+            results.append(
+                gan_step(
+                    setup.G, setup.D, setup.opt_g, setup.opt_d, coords, real, cfg.train, gen, amp=amp, branches=side
+                )
+            )
+        finally:
+            if side is not None:
+                side.close()
+    assert results[0] == results[1]
+    assert results[0]["loss_d"] != results[2]["loss_d"]
