@@ -16,10 +16,10 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 
+from nfd.io import atomic_path
 from nfd.presets import preset
 from nfd.report.bench_step import build_setup, data_shape, step_inputs
 from nfd.report.timing import cpu_model
@@ -86,11 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         f"branches {record['median_s']['branches']:.3f} s/step, x{record['speedup_median']:.3f} (median of pairs)"
     )
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(out.suffix + ".tmp")
-        tmp.write_text(json.dumps(record, indent=1) + "\n")
-        tmp.replace(out)
+        with atomic_path(args.out) as tmp:
+            tmp.write_text(json.dumps(record, indent=1) + "\n")
     return 0
 
 

@@ -25,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from nfd.io import atomic_path
 from nfd.report.timing import cpu_model
 
 
@@ -122,11 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         "summary": summary,
     }
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp_out = out.with_suffix(out.suffix + ".tmp")
-        tmp_out.write_text(json.dumps(record, indent=1) + "\n")
-        tmp_out.replace(out)
+        with atomic_path(args.out) as tmp:
+            tmp.write_text(json.dumps(record, indent=1) + "\n")
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import h5py
@@ -106,3 +107,17 @@ def voxels_h5(tmp_path: Path) -> Path:
         v[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = 255
         vols.append(v)
     return write_h5(tmp_path / "voxels.h5", np.stack(vols)[..., None], (8, 8, 8))
+
+
+@pytest.fixture
+def bench_script():
+    """Load a script of ``benchmarks/`` as a module (they are scripts, not part of the package)."""
+
+    def load(name: str):
+        path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+
+    return load
