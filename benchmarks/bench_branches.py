@@ -11,7 +11,6 @@ point subsets), and reports the medians and the median of the per-step ratios.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -19,7 +18,7 @@ import time
 
 import torch
 
-from nfd.io import atomic_path
+from nfd.metrics.registry import write_json
 from nfd.presets import preset
 from nfd.report.bench_step import build_setup, data_shape, step_inputs
 from nfd.report.timing import cpu_model
@@ -86,8 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         f"branches {record['median_s']['branches']:.3f} s/step, x{record['speedup_median']:.3f} (median of pairs)"
     )
     if args.out:
-        with atomic_path(args.out) as tmp:
-            tmp.write_text(json.dumps(record, indent=1) + "\n")
+        write_json(args.out, record)
     return 0
 
 

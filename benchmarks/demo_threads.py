@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import statistics
 import subprocess
@@ -25,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from nfd.io import atomic_path
+from nfd.metrics.registry import write_json
 from nfd.report.timing import cpu_model
 
 
@@ -123,8 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         "summary": summary,
     }
     if args.out:
-        with atomic_path(args.out) as tmp:
-            tmp.write_text(json.dumps(record, indent=1) + "\n")
+        write_json(args.out, record)
     return 0
 
 

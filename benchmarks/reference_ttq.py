@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 import nfd  # noqa: F401  (before torch: nfd's runtime environment, as for nfd's own runs)
+from nfd.metrics.registry import write_json
 
 PRESET = "demo_mnist"
 SHAPE = (1, 28, 28)
@@ -234,13 +235,6 @@ def save_snapshot(run: Path, fd: Any, step: int, seconds: float, seed: int) -> P
     with atomic_path(path) as tmp:
         torch.save({"step": step, "train_seconds": float(seconds), "seed": seed, "state_dict": state}, tmp)
     return path
-
-
-def write_json(path: Path, record: dict[str, Any]) -> None:
-    from nfd.io import atomic_path
-
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(record, indent=1) + "\n")
 
 
 def child_train(args: argparse.Namespace) -> int:
