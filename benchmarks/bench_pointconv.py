@@ -2,7 +2,8 @@
 
 kNN (KD-tree / chunked cdist vs brute force), plan building (farthest-point sampling + kNN, per level), PointConv
 (efficient vs per-neighbour weight matrices, forward + backward) and a whole MNIST-preset discriminator. Prints
-medians and fast/naive speed-ups measured in this run; asserts nothing about time.
+medians and fast/naive speed-ups measured in this run; asserts nothing about time. The shared-neighbourhood forms of
+each preset's levels, and the cost model that chooses between them, are timed by ``bench_pointconv_forms.py``.
 
     .venv/bin/python benchmarks/bench_pointconv.py [--repeat 3] [--large] [--device cpu|cuda] [--threads N]
 
@@ -90,46 +91,6 @@ def bench_pointconv(device: torch.device, repeat: int, large: bool) -> None:
         )
 
 
-def bench_shared_forms(device: torch.device, repeat: int, large: bool) -> None:
-    res, batch = (64, 64) if large else (28, 16)
-    print(
-        f"== PointConv forms per level of the {res}^2 discriminator, B = {batch}: forward, R1-style gradient "
-        "(create_graph) and backward of both =="
-    )
-    widths = [1, *preset("celebahq64" if large else "mnist").discriminator.channels]
-    plan = build_plan(grid_coords(res, 2, device=device), pool_levels(len(widths) - 1, 9), keep_fraction=0.25)
-    for level, (cin, cout) in zip(plan.levels, zip(widths, widths[1:])):
-        torch.manual_seed(0)
-        conv = PointConv(2, cin, cout, [16, 16, 16, 16]).to(device)
-        m = level.conv_idx.shape[0]
-        feats = torch.randn(batch, m, cin, device=device, requires_grad=True)
-        groups = level.conv_groups()
-
-        def step(form: str) -> None:
-            if form == "naive":
-                out = pointconv_naive(conv, feats, level.conv_idx, level.conv_offsets)
-            else:
-                conv.strategy = form
-                out = conv.forward_shared(
-                    feats, level.conv_idx, level.conv_offsets, False, level.conv_groups
-                ).transpose(0, 1)
-            (g,) = torch.autograd.grad(out.square().mean(), feats, create_graph=True)
-            (out.square().mean() + g.square().sum()).backward()
-
-        naive = median_time(lambda: step("naive"), max(1, repeat // 2))
-        conv.strategy = "auto"
-        auto = conv.shared_strategy(batch, 9, level.conv_groups)
-        pairs = sum(groups.sizes) / len(groups.sizes)
-        for form in ("factored", "weights", "grouped"):
-            row(
-                f"N={m} Cin={cin} {len(groups.sizes)} offsets ({pairs:.0f} pairs each) {form}"
-                f"{' (auto)' if form == auto else ''}",
-                median_time(lambda: step(form), repeat),
-                naive,
-            )
-        conv.strategy = "auto"
-
-
 def bench_discriminator(device: torch.device, repeat: int, large: bool) -> None:
     batch = 16 if large else 4
     print(f"== MNIST-preset discriminator, forward + backward, B = {batch} ==")
@@ -154,7 +115,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, repeat {args.repeat}")
-    for bench in (bench_knn, bench_plan, bench_pointconv, bench_shared_forms, bench_discriminator):
+    for bench in (bench_knn, bench_plan, bench_pointconv, bench_discriminator):
         bench(device, args.repeat, args.large)
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from nfd.models.neighbours import canonical_knn
-from nfd.models.pointconv import PointConv, WeightNet, avg_pool, gather_neighbours, pointconv_naive
+from nfd.models.pointconv import PointConv, WeightNet, avg_pool, form_cost_terms, gather_neighbours, pointconv_naive
 
 
 def _setup(
@@ -149,22 +149,52 @@ def test_shared_strategies_match_naive_through_double_backward(strategy: str) ->
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
 
 
-def test_auto_strategy_picks_grouped_only_for_few_large_groups_and_wide_inputs() -> None:
+def test_auto_strategy_follows_the_cost_model_and_groups_only_where_grouped_may_win() -> None:
     from nfd.grid import grid_coords
     from nfd.models.neighbours import build_plan, pool_levels
 
     plan = build_plan(grid_coords(64, 2), pool_levels(2, 9))
-    wide, narrow = PointConv(2, 64, 8, [16]), PointConv(2, 3, 8, [16])
-    assert wide.shared_strategy(64, 9, plan.levels[1].conv_groups) == "grouped"  # 74 offsets, 9,216 pairs
-    assert narrow.shared_strategy(64, 9, plan.levels[0].conv_groups) != "grouped"  # 3 input channels
+    wide, narrow = PointConv(2, 64, 128, [16]), PointConv(2, 3, 64, [16])
+    assert wide.shared_strategy(64, 1024, 9, plan.levels[1].conv_groups) == "grouped"  # 74 offsets, 9,216 pairs
+    assert narrow.shared_strategy(64, 4096, 9, plan.levels[0].conv_groups) == "weights"  # 3 input channels
     assert plan.levels[0]._groups is None  # ...so its groups were never computed
-    assert wide.shared_strategy(64, 9, None) in ("weights", "factored")
-    few = build_plan(grid_coords(64, 2), pool_levels(3, 9)).levels[2].conv_groups  # ~11 pairs per group
-    assert wide.shared_strategy(64, 9, few) != "grouped"
-    # Random points of a 3D grid: large groups, but too many of them (each adds a pass over the whole output).
+    assert wide.shared_strategy(64, 1024, 9, None) in ("weights", "factored")
+    # The last level of the 128^2 discriminator: 'weights' has the fewest multiply-adds, but its [64, 9 * 512, 1024]
+    # tensor (1.2 GB) and gradient made it 3-4x slower than the factored form.
+    last = PointConv(2, 512, 1024, [16, 16, 16, 16])
+    macs = {f: sum(form_cost_terms(f, 22, 64, 9, 512, 1024, 16, 0)[:2]) for f in ("weights", "factored")}
+    assert macs["weights"] < macs["factored"] and last.shared_strategy(22, 64, 9, None) == "factored"
+    # Random points of a 3D grid: the grouped form cannot win even with the fewest possible groups (k), so the
+    # offsets of these fresh points are not grouped at all.
     torch.manual_seed(0)
-    pts = grid_coords(32, 3)[torch.randperm(32**3)[:4096].sort().values]  # ~770 groups of ~140 pairs
-    many = build_plan(pts, pool_levels(1, 27)).levels[0].conv_groups
-    assert len(many().sizes) > PointConv.GROUPED_MAX_GROUPS
-    assert len(many().pair_group) >= PointConv.GROUPED_MIN_PAIRS * len(many().sizes)
-    assert PointConv(3, 32, 8, [16]).shared_strategy(26, 27, many) != "grouped"
+    pts = grid_coords(32, 3)[torch.randperm(32**3)[:4096].sort().values]
+    level = build_plan(pts, pool_levels(1, 27)).levels[0]
+    assert PointConv(3, 32, 64, [16] * 4).shared_strategy(26, 4096, 27, level.conv_groups) == "factored"
+    assert level._groups is None
+    with pytest.raises(ValueError, match="unknown PointConv form"):
+        form_cost_terms("dense", 1, 1, 1, 1, 1, 1, 1)
+
+
+@pytest.mark.parametrize("form", ["factored", "weights", "grouped"])
+def test_form_cost_terms_count_the_multiply_adds_each_form_does(form: str) -> None:
+    """The cost model's multiply-adds are those torch's FLOP counter sees in the form's products (less the weight
+    MLP's, which every form shares)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from nfd.grid import grid_coords
+    from nfd.models.neighbours import build_plan, pool_levels
+
+    level = build_plan(grid_coords(12, 2), pool_levels(1, 9)).levels[0]
+    conv = PointConv(2, 16, 24, [8, 8])
+    conv.strategy = form
+    x = torch.randn(5, 144, 16)
+
+    def flops(fn) -> int:
+        with FlopCounterMode(display=False) as counter:
+            fn()
+        return counter.get_total_flops()
+
+    total = flops(lambda: conv.forward_shared(x, level.conv_idx, level.conv_offsets, False, level.conv_groups))
+    mlp = flops(lambda: conv.weight_net(level.conv_offsets))
+    terms = form_cost_terms(form, 5, 144, 9, 16, 24, 8, len(level.conv_groups().sizes))
+    assert total - mlp == 2 * (terms[0] + terms[1])

@@ -5,23 +5,23 @@ neighbour costs M * k * Cout * Cin; the efficient form factors W(u) = L . h(u), 
 and L one linear map, so that sum_i W(x_i - x) f_i = L vec(sum_i f_i h(x_i - x)^T): one contraction over the
 neighbours and one Linear.
 
-Shared neighbourhoods (every example of the batch on the same coordinates, as in every paper configuration) allow two
-more savings, used by :meth:`PointConv.forward_shared` and the discriminator's fast path:
+Shared neighbourhoods (every example of the batch on the same coordinates, as in every paper configuration) allow more
+savings, used by :meth:`PointConv.forward_shared` and the discriminator's fast path:
 
 * Materialised weights. With shared offsets, W(x_i - x) = L . h(x_i - x) is the same for the whole batch, so it can
   be built once, ``[M, k * Cin, Cout]``, and applied as one batched matrix product over the M queries. Per query
   this costs ``B k Cin Cout + k Cin Cout mid`` multiply-adds against ``B (k Cin mid + Cin mid Cout)`` for the
-  factored form: fewer whenever k < mid (the 2D presets: k = 9, mid = 16, about 40% fewer), more in 3D (k = 27).
-  :meth:`PointConv.shared_strategy` picks the cheaper one per layer.
+  factored form, but the tensor and its gradient are large and used by products with only B rows.
 * Weights per distinct offset. On grids the same offsets recur across a level
   (:class:`nfd.models.neighbours.OffsetGroups`), so W(u) is needed once per distinct offset u, and each group's pairs
   form one tall product ``[pairs * B, Cin] @ W(u)`` (:meth:`PointConv.forward_grouped`): the multiply-adds of the
-  materialised form without a ``[M, k * Cin, Cout]`` tensor per query, whose gradient (the same size again, from
-  products with only B rows) dominated the backward pass. Worth it when the groups are large and Cin is not tiny (see
-  :meth:`PointConv.shared_strategy`).
+  materialised form without its ``[M, k * Cin, Cout]`` tensor, for one product and one accumulation per group.
 * Points-major activations ``[N, B, C]``: gathering neighbours is then a row gather of ``[N, B * C]`` (contiguous
   blocks), the factored contraction is one ``bmm`` over the queries with no permuted copies, and average pooling is
   one sparse matrix product (:func:`avg_pool_points_major`).
+
+:meth:`PointConv.shared_strategy` picks the form per layer by a cost model fitted to measurements
+(:func:`form_cost_terms`).
 """
 
 from __future__ import annotations
@@ -102,6 +102,28 @@ class WeightNet(nn.Module):
         return self.net(offsets.reshape(-1, offsets.shape[-1])).view(*lead, self.out_dim)
 
 
+def form_cost_terms(
+    form: str, batch: int, queries: int, k: int, cin: int, cout: int, mid: int, num_groups: int
+) -> tuple[float, ...]:
+    """The cost terms of one form of :meth:`PointConv.forward_shared` (one forward pass; the backward passes scale
+    with it): efficient multiply-adds (products with long inner dimensions), multiply-adds in products whose inner
+    dimension is only ``k`` or ``mid``, floats of the large intermediates, offset groups (one product and one
+    accumulation each; ``num_groups`` matters for 'grouped' only) and queries of the factored form's batched
+    product. Weighted by :attr:`PointConv.COST_WEIGHTS`."""
+    b, m, c, o, j = batch, queries, cin, cout, mid
+    if form == "factored":  # bmm [M, B * Cin, k] @ [M, k, mid], then [M * B, Cin * mid] @ [Cin * mid, Cout]
+        return (m * b * c * j * o, m * b * c * j * k, m * k * b * c + m * b * c * j, 0, m)
+    if form == "weights":  # W = h @ L: [M * k, mid] @ [mid, Cin * Cout], then bmm [M, B, k * Cin] @ W
+        return (m * k * c * o * b, m * k * j * c * o, m * k * c * o + m * b * k * c, 0, 0)
+    if form == "grouped":  # per offset group: [pairs * B, Cin] @ W(u), accumulated into [M, B * Cout]
+        return (m * k * b * c * o + num_groups * j * c * o, 0, m * k * b * (c + o), num_groups, 0)
+    raise ValueError(f"unknown PointConv form '{form}' (known: factored, weights, grouped)")
+
+
+def _cost(terms: tuple[float, ...]) -> float:
+    return sum(t * w for t, w in zip(terms, PointConv.COST_WEIGHTS))
+
+
 class PointConv(nn.Module):
     """Efficient PointConv: ``forward(features [B, N, Cin], nbr_idx, offsets) -> [B, M, Cout]``.
 
@@ -128,37 +150,43 @@ class PointConv(nn.Module):
     strategy: str = "auto"
     """Shared-neighbourhood form: 'auto' (see :meth:`shared_strategy`), 'factored', 'weights' or 'grouped'."""
 
-    GROUPED_MIN_PAIRS = 64
     GROUPED_MIN_IN_CH = 16
-    GROUPED_MAX_GROUPS = 256
+    """Narrower inputs never take the grouped form: its products would have Cin columns (Cin 3: 0.39 s -> 1.36 s)."""
 
-    def shared_strategy(self, batch: int, k: int, groups: Callable[[], OffsetGroups] | None = None) -> str:
-        """The form of :meth:`forward_shared`, unless :attr:`strategy` says: 'grouped' when the pairs come in at
-        most :attr:`GROUPED_MAX_GROUPS` offset groups of at least :attr:`GROUPED_MIN_PAIRS` pairs on average and
-        Cin >= :attr:`GROUPED_MIN_IN_CH`, else 'weights' (materialise W once for the batch) or 'factored'
-        (L . sum_i f_i h_i^T), whichever has fewer multiply-adds per query for ``batch`` examples and ``k`` shared
-        neighbours. ``groups`` returns the offset groups (e.g. :meth:`nfd.models.neighbours.PlanLevel.conv_groups`);
-        it is called only when they may be used.
+    COST_WEIGHTS = (1.0, 3.0, 34.0, 2.3e6, 5.0e4)
+    """Weights of :func:`form_cost_terms` in multiply-add equivalents: (efficient multiply-adds, multiply-adds of
+    products with an inner dimension of ``k`` or ``mid``, floats materialised, offset groups, queries of the factored
+    form's batched product). Fitted by non-negative least squares to every level of every preset, each form timed
+    through forward, R1's gradient and the backward of both (``benchmarks/bench_pointconv_forms.py``, 2 threads,
+    2-core AMD EPYC, 2026-12-02); with them the chosen forms took 20.3 s of the levels' 19.3 s best (leaving any one
+    preset out of the fit: within 9% of its best), against 36.1 s for the multiply-add count alone."""
 
-        Measured (2 threads, batch 64, forward + backward with R1's double backward): the second level of the 64^2
-        discriminator, 125 pairs per group, Cin 64: 1.40 s -> 0.79 s; the third, 11 pairs per group: 0.88 s ->
-        1.38 s, and the first, Cin 3: 0.39 s -> 1.36 s (products with 3 columns), hence the thresholds. Each group
-        adds one accumulation into the whole ``[M, B * Cout]`` output (and its gradient), so many groups lose: the
-        second level of the released chairs discriminator (4,096 random points of 32^3, 742 groups of 149 pairs,
-        Cin 32) made the whole step 16.8 s grouped against 9.1 s factored, hence the cap.
+    def shared_strategy(
+        self, batch: int, queries: int, k: int, groups: Callable[[], OffsetGroups] | None = None
+    ) -> str:
+        """The form of :meth:`forward_shared` for ``batch`` examples, ``queries`` query points and ``k`` shared
+        neighbours, unless :attr:`strategy` says: the one of least modelled cost (:func:`form_cost_terms` weighted
+        by :attr:`COST_WEIGHTS`). Multiply-adds alone mislead: the 'weights' form has the fewest at small batches
+        but materialises ``[M, k * Cin, Cout]`` (1.2 GB at the last level of the 128^2 discriminator) and its
+        gradient, and took 6.2-8.6 s there against 2.0-2.8 s for the others. ``groups`` returns the offset groups
+        (e.g. :meth:`nfd.models.neighbours.PlanLevel.conv_groups`); it is called only when the grouped form could
+        win even with the fewest groups possible (``k``), so fresh point sets that never take it do not pay for
+        grouping (~0.2 s for a 4,096-point 3D level).
         """
         if self.strategy != "auto":
             if self.strategy == "grouped" and groups is None:
                 raise ValueError("PointConv.strategy 'grouped' needs the offset groups of a shared plan")
             return self.strategy
-        c, o, j = self.in_ch, self.out_ch, self.mid
-        if groups is not None and c >= self.GROUPED_MIN_IN_CH:
-            g = groups()
-            if len(g.sizes) <= self.GROUPED_MAX_GROUPS and len(g.pair_group) >= self.GROUPED_MIN_PAIRS * len(g.sizes):
-                return "grouped"
-        factored = batch * (k * c * j + c * j * o)
-        weights = batch * k * c * o + k * c * o * j
-        return "weights" if weights < factored else "factored"
+        shape = (batch, queries, k, self.in_ch, self.out_ch, self.mid)
+        costs = {form: _cost(form_cost_terms(form, *shape, k)) for form in ("factored", "weights")}
+        best = min(costs, key=costs.__getitem__)
+        if groups is None or self.in_ch < self.GROUPED_MIN_IN_CH:
+            return best
+        if _cost(form_cost_terms("grouped", *shape, k)) >= costs[best]:  # a lower bound: at least k offsets
+            return best
+        if _cost(form_cost_terms("grouped", *shape, len(groups().sizes))) < costs[best]:
+            return "grouped"
+        return best
 
     def forward_shared(
         self,
@@ -178,7 +206,7 @@ class PointConv(nn.Module):
         m, k = nbr_idx.shape
         b = features.shape[1] if points_major else features.shape[0]
         c, o, j = self.in_ch, self.out_ch, self.mid
-        strategy = self.shared_strategy(b, k, groups)
+        strategy = self.shared_strategy(b, m, k, groups)
         h = self.weight_net(offsets.to(features.dtype))  # [M, k, mid], once for the batch
         if strategy == "grouped":
             assert groups is not None
