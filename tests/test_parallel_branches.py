@@ -76,8 +76,14 @@ def test_parallel_branches_at_two_threads_match_to_rounding():
     before_norm = re.compile(r"D\.(convs\.\d+\.linear|.*weight_net\.net\.\d+)\.bias$")
     compared = [k for k in a if not before_norm.match(k)]
     assert len(compared) > len(a) / 2
+    lr = max(preset("tiny").train.lr_g, preset("tiny").train.lr_d)
     for k in compared:  # running means of near-zero activations: batch means with cancellation, rounded apart
-        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-4 if "running_" in k else 1e-6, msg=k)
+        tol = 1e-4 if "running_" in k else 1e-6
+        diff = (a[k].double() - b[k].double()).abs()
+        close = diff <= tol + 1e-4 * b[k].double().abs()
+        # Adam's first step is lr * sign(gradient): an entry whose gradient is zero up to rounding moves by a full
+        # step either way. Few such entries, and none further apart than two steps.
+        assert close.double().mean() >= 0.99 and float(diff.max()) <= 2 * lr * (1 + 1e-3), k
     assert ma[0]["loss_d"] == pytest.approx(mb[0]["loss_d"], rel=1e-5)
 
 
