@@ -15,7 +15,8 @@ savings, used by :meth:`PointConv.forward_shared` and the discriminator's fast p
 * Weights per distinct offset. On grids the same offsets recur across a level
   (:class:`nfd.models.neighbours.OffsetGroups`), so W(u) is needed once per distinct offset u, and each group's pairs
   form one tall product ``[pairs * B, Cin] @ W(u)`` (:meth:`PointConv.forward_grouped`): the multiply-adds of the
-  materialised form without its ``[M, k * Cin, Cout]`` tensor, for one product and one accumulation per group.
+  materialised form without its ``[M, k * Cin, Cout]`` tensor, for one product and one accumulation per group
+  (:func:`nfd.models.segment_mm.gather_mm_scatter`, whose derivatives of every order keep that shape).
 * Points-major activations ``[N, B, C]``: gathering neighbours is then a row gather of ``[N, B * C]`` (contiguous
   blocks), the factored contraction is one ``bmm`` over the queries with no permuted copies, and average pooling is
   one sparse matrix product (:func:`avg_pool_points_major`).
@@ -32,6 +33,7 @@ import torch
 from torch import nn
 
 from nfd.models.neighbours import OffsetGroups
+from nfd.models.segment_mm import gather_mm_scatter, group_bounds
 
 Tensor = torch.Tensor
 
@@ -233,12 +235,10 @@ class PointConv(nn.Module):
         h_group = h.new_zeros(len(groups.sizes), j).index_add(0, groups.pair_group, h.reshape(-1, j))
         h_group = h_group / groups.counts.to(h.dtype).unsqueeze(1)
         lin = self.linear.weight.view(o, c, j).permute(2, 1, 0).reshape(j, c * o)
-        weights = torch.mm(h_group, lin).view(-1, c, o).unbind(0)  # W(u) [Cin, Cout] per group
-        gathered = x.reshape(n, b * c).index_select(0, groups.src).split(groups.sizes)  # backward: one cat
-        out = x.new_zeros(m, b * o, dtype=weights[0].dtype)  # the products' dtype (bf16 under autocast)
-        for rows, xs, w in zip(groups.rows.split(groups.sizes), gathered, weights):
-            out.index_add_(0, rows, torch.mm(xs.view(-1, c), w).view(-1, b * o))  # [pairs, B * Cout]
-        return (out.view(m, b, o) + self.linear.bias).to(out.dtype)
+        weights = torch.mm(h_group, lin).view(-1, c, o)  # W(u) [G, Cin, Cout]; bf16 under autocast
+        rows = x.reshape(n, b * c).to(weights.dtype)
+        out = gather_mm_scatter(rows, weights, groups.src, groups.rows, group_bounds(groups.sizes), m)
+        return out.view(m, b, o) + self.linear.bias.to(out.dtype)
 
     def forward(self, features: Tensor, nbr_idx: Tensor, offsets: Tensor) -> Tensor:
         if nbr_idx.dim() == 2 and offsets.dim() == 3:
