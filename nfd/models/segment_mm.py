@@ -2,10 +2,10 @@
 
 The grouped PointConv form (:meth:`nfd.models.pointconv.PointConv.forward_grouped`) sends each (query, neighbour)
 pair ``p`` of offset group ``g`` through ``out[dst_p] += x[src_p] @ W_g``. Written with autograd primitives (one
-gather of every pair, a product per group on slices of it, one scatter), R1's double backward turns each slice into
-a zero-filled gradient of the whole gathered tensor and keeps the gathered pairs (``k`` times the input) alive: at
-the second level of the 64^2 discriminator that is 74 zeroed ``[9,216, 64 * 64]`` tensors per step, more time than
-the products themselves. Here the two maps the form needs,
+gather of every pair, a product per group on slices of it, one scatter), R1's double backward turns each group's
+piece into a zero-filled gradient the size of the level's whole input and keeps the gathered pairs (``k`` times the
+input) alive: at the second level of the 64^2 discriminator that is 74 zeroed ``[1,024, 64 * 64]`` tensors per
+step. Here the two maps the form needs,
 
     gather_mm_scatter(x, W)[dst_p] += x[src_p] @ W_g       x [N, B * Cin] -> [M, B * Cout]
     gather_outer(a, d)_g = sum_p a[ia_p]^T d[id_p]           a [Na, B * Cin], d [Nd, B * Cout] -> [G, Cin, Cout]
