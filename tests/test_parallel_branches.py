@@ -159,3 +159,25 @@ def test_autocast_reaches_the_side_thread(one_thread):
                 side.close()
     assert results[0] == results[1]
     assert results[0]["loss_d"] != results[2]["loss_d"]
+
+
+@pytest.mark.parametrize("branches", [False, True])
+def test_amp_losses_come_from_float32_logits(branches):
+    """Under bf16 autocast D's logits are cast to float32 before the losses (the CPU's autocast would compute
+    softplus in bf16, to ~3 digits): the logged losses are not all bf16 numbers, in both D-step forms."""
+    cfg = preset("tiny")
+    setup = build_setup(cfg, data_shape(cfg, dim=2, features=1, resolution=8), seed=1)
+    side = ParallelBranches(setup.D, max(2, torch.get_num_threads())) if branches else None
+    values = []
+    try:
+        for step in range(2):
+            coords, real, gen = step_inputs(setup, step)
+            m = gan_step(
+                setup.G, setup.D, setup.opt_g, setup.opt_d, coords, real, cfg.train, gen, amp=True, branches=side
+            )
+            values += [m["loss_d"], m["loss_g"]]
+    finally:
+        if side is not None:
+            side.close()
+    assert all(torch.isfinite(torch.tensor(values)))
+    assert any(torch.tensor(v).bfloat16().float().item() != v for v in values)

@@ -137,9 +137,10 @@ def gan_step(
     halves are drawn from ``generator``. ``naive=True`` runs the same step through the reference implementations
     (the per-example generator loop, brute-force neighbours on every D call and the naive PointConv): same
     numbers, for benchmarks and tests. ``amp=True`` runs the forward passes under bf16 autocast (backward passes and
-    the R1 gradient outside it, as autocast wants). In data-parallel training ``shard = (rank, world)``: each half's
-    latents are this rank's share ``[rank::world]`` of the global batch's, and ``sync(module)`` averages a module's
-    gradients over the ranks before its optimiser step. With ``branches`` (not with ``naive``) the D step's fake
+    the R1 gradient outside it, as autocast wants); D's logits are cast to float32 before the losses and R1 on
+    every device (CUDA's autocast computes softplus in float32, the CPU's in bf16, ~3 digits). In data-parallel
+    training ``shard = (rank, world)``: each half's latents are this rank's share ``[rank::world]`` of the global
+    batch's, and ``sync(module)`` averages a module's gradients over the ranks before its optimiser step. With ``branches`` (not with ``naive``) the D step's fake
     branch runs on its thread beside the real branch (:class:`ParallelBranches`): the same gradients, summed as the
     sequential step sums them (fake, then real). Returns the step's metrics as floats.
     """
@@ -162,10 +163,10 @@ def gan_step(
         )
     else:
         with autocast():
-            real_logits = D(coords, real, plan=plan, naive=naive)
+            real_logits = D(coords, real, plan=plan, naive=naive).float()
             with torch.no_grad():
                 fake = G(latents(), coords, naive=naive)
-            fake_logits = D(coords, fake, plan=plan, naive=naive)
+            fake_logits = D(coords, fake, plan=plan, naive=naive).float()
             loss_fake = F.softplus(fake_logits).mean()
         # d_loss = softplus(-real).mean() + softplus(fake).mean(): backpropagating the fake half now frees that
         # pass's graph before R1 builds its own (the peak of the step); the gradients are the same sums in another
@@ -190,7 +191,7 @@ def gan_step(
     D.requires_grad_(False)
     try:
         with autocast():
-            loss_g = g_loss(D(coords, fake, plan=plan, naive=naive))
+            loss_g = g_loss(D(coords, fake, plan=plan, naive=naive).float())
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
     finally:
@@ -229,7 +230,7 @@ def _d_step_parallel(
         with autocast():  # autocast and grad mode are per thread: set here
             with torch.no_grad():
                 fake = G(z, coords)
-            logits = branches.replica(coords, fake, plan=plan)
+            logits = branches.replica(coords, fake, plan=plan).float()
             loss = F.softplus(logits).mean()
         return loss, logits, torch.autograd.grad(loss, params, allow_unused=True)
 
@@ -240,7 +241,7 @@ def _d_step_parallel(
         future = branches.pool.submit(fake_branch)
         try:
             with autocast():
-                real_logits = D(coords, real, plan=plan)
+                real_logits = D(coords, real, plan=plan).float()
                 loss_real = F.softplus(-real_logits).mean()
             r1 = torch.zeros((), device=real.device)
             if tc.r1_weight > 0:
