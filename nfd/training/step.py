@@ -140,9 +140,10 @@ def gan_step(
     the R1 gradient outside it, as autocast wants); D's logits are cast to float32 before the losses and R1 on
     every device (CUDA's autocast computes softplus in float32, the CPU's in bf16, ~3 digits). In data-parallel
     training ``shard = (rank, world)``: each half's latents are this rank's share ``[rank::world]`` of the global
-    batch's, and ``sync(module)`` averages a module's gradients over the ranks before its optimiser step. With ``branches`` (not with ``naive``) the D step's fake
-    branch runs on its thread beside the real branch (:class:`ParallelBranches`): the same gradients, summed as the
-    sequential step sums them (fake, then real). Returns the step's metrics as floats.
+    batch's, and ``sync(module)`` averages a module's gradients over the ranks before its optimiser step. With
+    ``branches`` (not with ``naive``) the D step's fake branch runs on its thread beside the real branch
+    (:class:`ParallelBranches`): the same gradients, summed as the sequential step sums them (fake, then real).
+    Returns the step's metrics as floats.
     """
     tc = cfg.train if isinstance(cfg, Config) else cfg
     n = real.shape[0]
