@@ -2,9 +2,10 @@
 
 Timings on shared machines drift within minutes, so only numbers measured in one run, alternating, compare. For each
 preset this script starts one child process per (round, implementation), alternating which goes first, each with the
-same thread count, float32 and the preset's batch size and point count. A child builds the models, runs the warm-up
-steps untimed, times the next steps one by one and reports the median and its own peak RSS (so that neither side's
-allocations count against the other). The parent writes one JSON record and prints a Markdown table.
+same thread count, float32 (``--nfd-amp``: nfd under bf16 autocast) and the preset's batch size and point count. A
+child builds the models, runs the warm-up steps untimed, times the next steps one by one and reports the median and
+its own peak RSS (so that neither side's allocations count against the other). The parent writes one JSON record and
+prints a Markdown table.
 
 The authors' side is built as their ``main.py`` builds it (EmilienDupont/neural-function-distributions: their
 ``FourierFeatures``, ``FunctionRepresentation``, ``HyperNetwork``, ``FunctionDistribution``,
@@ -115,7 +116,7 @@ def child_nfd(args: argparse.Namespace) -> dict[str, Any]:
     batch, points, shape = nfd_settings(args.preset)
     cfg.train.batch_size = args.batch or batch
     setup = build_setup(cfg, DataShape(len(shape) - 1, shape[0], shape[1]))
-    return {"seconds": _time_steps(lambda i: run_step(setup, i), args.warmup, args.steps)}
+    return {"seconds": _time_steps(lambda i: run_step(setup, i, amp=args.nfd_amp), args.warmup, args.steps)}
 
 
 def _stand_in_torchvision() -> None:
@@ -256,6 +257,8 @@ def spawn(args: argparse.Namespace, impl: str, preset: str) -> dict[str, Any]:
     argv += ["--warmup", str(args.warmup), "--threads", str(args.threads), "--reference-src", str(args.reference_src)]
     if args.batch:
         argv += ["--batch", str(args.batch)]
+    if args.nfd_amp:
+        argv.append("--nfd-amp")
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
     t0 = time.perf_counter()
     res = subprocess.run(argv, capture_output=True, text=True, env=env)
@@ -291,6 +294,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads of every child")
     p.add_argument("--batch", type=int, default=0, help="override both sides' batch size (0: the preset's)")
     p.add_argument("--out", type=Path, default=None, help="write the JSON record here")
+    p.add_argument(
+        "--nfd-amp",
+        action="store_true",
+        help="time nfd under bf16 autocast (train.amp); the authors' code always runs in float32",
+    )
     p.add_argument("--child", choices=("nfd", "ref"), default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
@@ -311,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         "steps": args.steps,
         "warmup": args.warmup,
         "rounds": args.rounds,
+        "nfd_amp": args.nfd_amp,
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
         "presets": {},
     }
@@ -338,8 +347,9 @@ def main(argv: list[str] | None = None) -> int:
         tmp = args.out.with_name(f".{args.out.name}.tmp")
         tmp.write_text(json.dumps(record, indent=1) + "\n")
         tmp.replace(args.out)
+    precision = "nfd under bf16 autocast, the authors in float32" if args.nfd_amp else "float32"
     print(
-        f"CPU: {record['cpu']}, {args.threads} threads, torch {record['torch']}, float32, medians of {args.rounds} "
+        f"CPU: {record['cpu']}, {args.threads} threads, torch {record['torch']}, {precision}, medians of {args.rounds} "
         f"children x {args.steps} steps after {args.warmup} warm-up"
     )
     print(
