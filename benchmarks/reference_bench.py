@@ -2,10 +2,10 @@
 
 Timings on shared machines drift within minutes, so only numbers measured in one run, alternating, compare. For each
 preset this script starts one child process per (round, implementation), alternating which goes first, each with the
-same thread count, float32 (``--nfd-amp``: nfd under bf16 autocast) and the preset's batch size and point count. A
-child builds the models, runs the warm-up steps untimed, times the next steps one by one and reports the median and
-its own peak RSS (so that neither side's allocations count against the other). The parent writes one JSON record and
-prints a Markdown table.
+same thread count, float32 (``--nfd-amp`` adds a third child, nfd under bf16 autocast) and the preset's batch size
+and point count. A child builds the models, runs the warm-up steps untimed, times the next steps one by one and
+reports the median and its own peak RSS (so that neither side's allocations count against the other). The parent
+writes one JSON record and prints a Markdown table.
 
 The authors' side is built as their ``main.py`` builds it (EmilienDupont/neural-function-distributions: their
 ``FourierFeatures``, ``FunctionRepresentation``, ``HyperNetwork``, ``FunctionDistribution``,
@@ -35,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 PRESETS = ("mnist", "celebahq64", "celebahq128", "shapenet_chairs")
+IMPLS = ("nfd", "ref", "nfd_bf16")
+"""The children of a round: nfd in float32, the authors' code, and (with ``--nfd-amp``) nfd under bf16 autocast."""
 RELEASED_CONFIG = {
     "celebahq64": "configs/config_celebahq64.json",
     "celebahq128": "configs/config_celebahq128.json",
@@ -116,7 +118,8 @@ def child_nfd(args: argparse.Namespace) -> dict[str, Any]:
     batch, points, shape = nfd_settings(args.preset)
     cfg.train.batch_size = args.batch or batch
     setup = build_setup(cfg, DataShape(len(shape) - 1, shape[0], shape[1]))
-    return {"seconds": _time_steps(lambda i: run_step(setup, i, amp=args.nfd_amp), args.warmup, args.steps)}
+    amp = args.child == "nfd_bf16"
+    return {"seconds": _time_steps(lambda i: run_step(setup, i, amp=amp), args.warmup, args.steps)}
 
 
 def _stand_in_torchvision() -> None:
@@ -243,7 +246,7 @@ def run_child(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     (args.preset,) = args.preset  # a child times one preset
     try:
-        rec = child_nfd(args) if args.child == "nfd" else child_reference(args)
+        rec = child_reference(args) if args.child == "ref" else child_nfd(args)
     except MemoryError:
         rec = {"error": "out of memory"}
     rec["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -257,8 +260,6 @@ def spawn(args: argparse.Namespace, impl: str, preset: str) -> dict[str, Any]:
     argv += ["--warmup", str(args.warmup), "--threads", str(args.threads), "--reference-src", str(args.reference_src)]
     if args.batch:
         argv += ["--batch", str(args.batch)]
-    if args.nfd_amp:
-        argv.append("--nfd-amp")
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
     t0 = time.perf_counter()
     res = subprocess.run(argv, capture_output=True, text=True, env=env)
@@ -297,9 +298,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--nfd-amp",
         action="store_true",
-        help="time nfd under bf16 autocast (train.amp); the authors' code always runs in float32",
+        help="also time nfd under bf16 autocast (train.amp), a third child per round; the authors' code has no "
+        "bf16 mode and always runs in float32",
     )
-    p.add_argument("--child", choices=("nfd", "ref"), default=None, help=argparse.SUPPRESS)
+    p.add_argument("--child", choices=IMPLS, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
         run_child(args)
@@ -325,49 +327,57 @@ def main(argv: list[str] | None = None) -> int:
     }
     for preset in args.preset:
         batch, points, shape = nfd_settings(preset)
-        runs: dict[str, list[dict[str, Any]]] = {"nfd": [], "ref": []}
+        impls = [i for i in IMPLS if args.nfd_amp or i != "nfd_bf16"]
+        runs: dict[str, list[dict[str, Any]]] = {i: [] for i in impls}
         for r in range(args.rounds):
-            for impl in ("nfd", "ref") if r % 2 == 0 else ("ref", "nfd"):
+            for impl in impls if r % 2 == 0 else impls[::-1]:
                 runs[impl].append(spawn(args, impl, preset))
                 print(f"reference_bench: {preset} round {r} {impl}: {runs[impl][-1]}", file=sys.stderr, flush=True)
         entry: dict[str, Any] = {
             "batch_size": args.batch or batch,
             "points_per_step": points or math.prod(shape[1:]),
-            "nfd": summarise(runs["nfd"]),
             "reference": summarise(runs["ref"]),
             "runs": runs,
         }
-        n, ref = entry["nfd"], entry["reference"]
-        if "seconds_per_step" in n and "seconds_per_step" in ref:
-            entry["speedup"] = ref["seconds_per_step"] / n["seconds_per_step"]
-            entry["memory_fraction"] = n["peak_rss_bytes"] / ref["peak_rss_bytes"]
+        ref = entry["reference"]
+        for impl, suffix in (("nfd", ""), ("nfd_bf16", "_bf16")):
+            if impl not in runs:
+                continue
+            n = entry[impl] = summarise(runs[impl])
+            if "seconds_per_step" in n and "seconds_per_step" in ref:
+                entry["speedup" + suffix] = ref["seconds_per_step"] / n["seconds_per_step"]
+                entry["memory_fraction" + suffix] = n["peak_rss_bytes"] / ref["peak_rss_bytes"]
         record["presets"][preset] = entry
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         tmp = args.out.with_name(f".{args.out.name}.tmp")
         tmp.write_text(json.dumps(record, indent=1) + "\n")
         tmp.replace(args.out)
-    precision = "nfd under bf16 autocast, the authors in float32" if args.nfd_amp else "float32"
     print(
-        f"CPU: {record['cpu']}, {args.threads} threads, torch {record['torch']}, {precision}, medians of {args.rounds} "
-        f"children x {args.steps} steps after {args.warmup} warm-up"
+        f"CPU: {record['cpu']}, {args.threads} threads, torch {record['torch']}, the authors' code in float32, medians "
+        f"of {args.rounds} children x {args.steps} steps after {args.warmup} warm-up"
     )
     print(
-        "| preset | batch | points | nfd s/step | authors s/step | speedup | nfd peak GB | authors peak GB | memory |"
+        "| preset | nfd precision | batch | points | nfd s/step | authors s/step | speedup | nfd peak GB "
+        "| authors peak GB | memory |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+
+    def cell(d: dict[str, Any], key: str, scale: float = 1.0) -> str:
+        return f"{d[key] / scale:.2f}" if key in d else d.get("error", "-")
+
     for preset, e in record["presets"].items():
-        n, ref = e["nfd"], e["reference"]
-
-        def cell(d: dict[str, Any], key: str, scale: float = 1.0, fmt: str = "{:.2f}") -> str:
-            return fmt.format(d[key] / scale) if key in d else d.get("error", "-")
-
-        print(
-            f"| {preset} | {e['batch_size']} | {e['points_per_step']} | {cell(n, 'seconds_per_step')} | "
-            f"{cell(ref, 'seconds_per_step')} | {e.get('speedup', float('nan')):.1f}x | "
-            f"{cell(n, 'peak_rss_bytes', 1e9)} | {cell(ref, 'peak_rss_bytes', 1e9)} | "
-            f"{e.get('memory_fraction', float('nan')):.2f} |"
-        )
+        ref = e["reference"]
+        for impl, suffix, precision in (("nfd", "", "float32"), ("nfd_bf16", "_bf16", "bf16 autocast")):
+            if impl not in e:
+                continue
+            n = e[impl]
+            print(
+                f"| {preset} | {precision} | {e['batch_size']} | {e['points_per_step']} | "
+                f"{cell(n, 'seconds_per_step')} | {cell(ref, 'seconds_per_step')} | "
+                f"{e.get('speedup' + suffix, float('nan')):.1f}x | {cell(n, 'peak_rss_bytes', 1e9)} | "
+                f"{cell(ref, 'peak_rss_bytes', 1e9)} | {e.get('memory_fraction' + suffix, float('nan')):.2f} |"
+            )
     return 0
 
 
