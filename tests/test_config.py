@@ -62,11 +62,23 @@ def test_overrides_yaml_then_set(tmp_path):
         (["discriminator.layers=[pool:8, 16]"], "list of strings"),
         (["discriminator.layers=[max:8]"], "discriminator.layers: bad entry 'max:8'"),
         (["generator.init=xavier"], "generator.init"),
+        (["train.amp=bf16"], "train.amp must be 'auto', 'on' or 'off'"),
+        (["train.amp=1"], "train.amp' expects a string"),
     ],
 )
 def test_bad_keys_are_named(sets, msg):
     with pytest.raises(ConfigError, match=msg):
         resolve("tiny", None, sets)
+
+
+def test_amp_takes_its_old_booleans():
+    """train.amp was a boolean: configs and checkpoints that say true / false still load, as 'on' / 'off'."""
+    assert preset("tiny").train.amp == "auto"
+    assert resolve("tiny", None, ["train.amp=true"]).train.amp == "on"
+    assert resolve("tiny", None, ["train.amp=false"]).train.amp == "off"
+    old = to_dict(preset("tiny"))
+    old["train"]["amp"] = False
+    assert from_dict(old).train.amp == "off"
 
 
 def test_unknown_preset():

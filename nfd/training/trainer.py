@@ -30,6 +30,7 @@ from nfd.models.build import build_discriminator_for, build_generator, pick_devi
 from nfd.training import checkpoint as ckpt
 from nfd.training import distributed, runfolder
 from nfd.training.loss_log import MetricsLog
+from nfd.training.precision import resolve_amp
 from nfd.training.step import (
     ParallelBranches,
     adam,
@@ -80,10 +81,12 @@ class Trainer:
         n_total = self.all_coords.shape[0]
         self.num_points = tc.num_points if 0 < tc.num_points < n_total else 0
         self.batch_size = min(tc.batch_size, len(self.data))
+        amp, amp_why = resolve_amp(tc.amp, self.device)
         # the config saved with the run records what is used, not what was asked for
         for key, used, why in (
             ("num_points", self.num_points, f"the data has {n_total} points per example"),
             ("batch_size", self.batch_size, f"the train split has {len(self.data)} examples"),
+            ("amp", amp, amp_why),
         ):
             if getattr(tc, key) != used:
                 if self.world.is_main:
@@ -181,7 +184,7 @@ class Trainer:
             b.features,
             self.cfg.train,
             g,
-            amp=self.cfg.train.amp,
+            amp=self.cfg.train.amp == "on",
             shard=(self.world.rank, self.world.size),
             sync=self._sync,
             branches=self._branches,
