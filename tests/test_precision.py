@@ -38,12 +38,14 @@ def test_auto_matches_what_torch_reports_here():
     assert resolve_amp("auto", torch.device("cpu"))[0] == expected
 
 
-@pytest.mark.parametrize("native", [False, True])
-def test_the_run_records_the_precision_it_used(monkeypatch, images_h5, tmp_path, native):
-    """The saved config says 'on' or 'off', never 'auto', so a run states how it trained."""
+@pytest.mark.parametrize("native, model", [(False, "gan"), (True, "gan"), (True, "autodecoder")])
+def test_the_run_records_the_precision_it_used(monkeypatch, images_h5, tmp_path, native, model):
+    """The saved config says 'on' or 'off', never 'auto', so a run states how it trained; the auto-decoder's step
+    has no bf16 path, so it records 'off' even where bf16 is native."""
     _cpu_flags(monkeypatch, False, native)
-    cfg = resolve("tiny", None, ["steps=1", "train.checkpoint_every=1000", "train.sample_every=1000"])
+    sets = ["steps=1", "train.checkpoint_every=1000", "train.sample_every=1000", f"train.model={model}"]
+    cfg = resolve("tiny", None, sets)
     assert cfg.train.amp == "auto"
     Trainer(cfg, images_h5, tmp_path / "run").fit(progress=False)
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
-    assert saved["train"]["amp"] == ("on" if native else "off")
+    assert saved["train"]["amp"] == ("on" if native and model == "gan" else "off")

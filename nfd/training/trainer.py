@@ -81,7 +81,9 @@ class Trainer:
         n_total = self.all_coords.shape[0]
         self.num_points = tc.num_points if 0 < tc.num_points < n_total else 0
         self.batch_size = min(tc.batch_size, len(self.data))
-        amp, amp_why = resolve_amp(tc.amp, self.device)
+        amp, amp_why = (
+            resolve_amp(tc.amp, self.device) if tc.model == "gan" else ("off", "the auto-decoder has no bf16 path")
+        )
         # the config saved with the run records what is used, not what was asked for
         for key, used, why in (
             ("num_points", self.num_points, f"the data has {n_total} points per example"),
