@@ -34,9 +34,12 @@ import types
 from pathlib import Path
 from typing import Any
 
+import nfd  # before torch (imported by the children only): its runtime tuning acts only so (nfd.RUNTIME_ENV)
+
 PRESETS = ("mnist", "celebahq64", "celebahq128", "shapenet_chairs")
-IMPLS = ("nfd", "ref", "nfd_bf16")
-"""The children of a round: nfd in float32, the authors' code, and (with ``--nfd-amp``) nfd under bf16 autocast."""
+IMPLS = ("nfd", "ref", "nfd_bf16", "ref_tuned")
+"""The children of a round: nfd in float32, the authors' code, (with ``--nfd-amp``) nfd under bf16 autocast and (with
+``--reference-tuned``) the authors' code under nfd's runtime tuning."""
 RELEASED_CONFIG = {
     "celebahq64": "configs/config_celebahq64.json",
     "celebahq128": "configs/config_celebahq128.json",
@@ -246,11 +249,12 @@ def run_child(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     (args.preset,) = args.preset  # a child times one preset
     try:
-        rec = child_reference(args) if args.child == "ref" else child_nfd(args)
+        rec = child_reference(args) if args.child.startswith("ref") else child_nfd(args)
     except MemoryError:
         rec = {"error": "out of memory"}
     rec["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     rec["threads"] = torch.get_num_threads()
+    rec["runtime_tuning"] = {**{k: os.environ.get(k) for k in nfd.RUNTIME_ENV}, "malloc_tuned": nfd.MALLOC_TUNED}
     print(json.dumps(rec))
 
 
@@ -261,6 +265,10 @@ def spawn(args: argparse.Namespace, impl: str, preset: str) -> dict[str, Any]:
     if args.batch:
         argv += ["--batch", str(args.batch)]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
+    if impl == "ref":  # the authors' code as their users run it: none of nfd's runtime tuning
+        for k in nfd.ENV_SET_BY_NFD:
+            env.pop(k, None)
+        env["NFD_RUNTIME_ENV"] = "0"
     t0 = time.perf_counter()
     res = subprocess.run(argv, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
@@ -301,6 +309,12 @@ def main(argv: list[str] | None = None) -> int:
         help="also time nfd under bf16 autocast (train.amp), a third child per round; the authors' code has no "
         "bf16 mode and always runs in float32",
     )
+    p.add_argument(
+        "--reference-tuned",
+        action="store_true",
+        help="also time the authors' code under nfd's runtime tuning (nfd.RUNTIME_ENV and glibc malloc keeping freed "
+        "memory, nfd.keep_freed_memory), a further child per round: how much of the speedup is the runtime's",
+    )
     p.add_argument("--child", choices=IMPLS, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
@@ -322,12 +336,13 @@ def main(argv: list[str] | None = None) -> int:
         "warmup": args.warmup,
         "rounds": args.rounds,
         "nfd_amp": args.nfd_amp,
+        "reference_tuned": args.reference_tuned,
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
         "presets": {},
     }
     for preset in args.preset:
         batch, points, shape = nfd_settings(preset)
-        impls = [i for i in IMPLS if args.nfd_amp or i != "nfd_bf16"]
+        impls = [i for i in IMPLS if (args.nfd_amp or i != "nfd_bf16") and (args.reference_tuned or i != "ref_tuned")]
         runs: dict[str, list[dict[str, Any]]] = {i: [] for i in impls}
         for r in range(args.rounds):
             for impl in impls if r % 2 == 0 else impls[::-1]:
@@ -347,6 +362,11 @@ def main(argv: list[str] | None = None) -> int:
             if "seconds_per_step" in n and "seconds_per_step" in ref:
                 entry["speedup" + suffix] = ref["seconds_per_step"] / n["seconds_per_step"]
                 entry["memory_fraction" + suffix] = n["peak_rss_bytes"] / ref["peak_rss_bytes"]
+        if "ref_tuned" in runs:
+            tuned = entry["reference_tuned"] = summarise(runs["ref_tuned"])
+            if "seconds_per_step" in tuned and "seconds_per_step" in entry.get("nfd", {}):
+                entry["speedup_vs_tuned_reference"] = tuned["seconds_per_step"] / entry["nfd"]["seconds_per_step"]
+                entry["memory_fraction_vs_tuned_reference"] = entry["nfd"]["peak_rss_bytes"] / tuned["peak_rss_bytes"]
         record["presets"][preset] = entry
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -377,6 +397,14 @@ def main(argv: list[str] | None = None) -> int:
                 f"{cell(n, 'seconds_per_step')} | {cell(ref, 'seconds_per_step')} | "
                 f"{e.get('speedup' + suffix, float('nan')):.1f}x | {cell(n, 'peak_rss_bytes', 1e9)} | "
                 f"{cell(ref, 'peak_rss_bytes', 1e9)} | {e.get('memory_fraction' + suffix, float('nan')):.2f} |"
+            )
+        if "reference_tuned" in e and "nfd" in e:
+            n, t = e["nfd"], e["reference_tuned"]
+            print(
+                f"| {preset} | float32 vs the authors' under nfd's runtime tuning | {e['batch_size']} | "
+                f"{e['points_per_step']} | {cell(n, 'seconds_per_step')} | {cell(t, 'seconds_per_step')} | "
+                f"{e.get('speedup_vs_tuned_reference', float('nan')):.1f}x | {cell(n, 'peak_rss_bytes', 1e9)} | "
+                f"{cell(t, 'peak_rss_bytes', 1e9)} | {e.get('memory_fraction_vs_tuned_reference', float('nan')):.2f} |"
             )
     return 0
 

@@ -4,10 +4,15 @@ generator's cost per example does not depend on the batch size. Tiny sizes; noth
 from __future__ import annotations
 
 import json
+import os
+import platform
+import subprocess
+import sys
 
 import pytest
 import torch
 
+import nfd
 from nfd.cli import main
 from nfd.presets import resolve
 from nfd.report.bench_step import DataShape, build_setup, generator_cost, run_step, step_inputs
@@ -157,6 +162,42 @@ def test_runtime_environment_is_set_unless_the_user_opts_out():
     assert child_env({}) == nfd.RUNTIME_ENV
     assert child_env({"THP_MEM_ALLOC_ENABLE": "0"})["THP_MEM_ALLOC_ENABLE"] == "0"
     assert child_env({"NFD_RUNTIME_ENV": "0"}) == {k: None for k in nfd.RUNTIME_ENV}
+
+
+_MALLOC_PROBE = """
+import ctypes, json, nfd
+names = "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()
+class Info(ctypes.Structure):  # glibc's struct mallinfo2; hblkhd: bytes in mmapped blocks
+    _fields_ = [(n, ctypes.c_size_t) for n in names]
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype, libc.malloc.restype = Info, ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+before = libc.mallinfo2().hblkhd
+block = libc.malloc(64 << 20)
+mapped = libc.mallinfo2().hblkhd - before
+libc.free(block)
+print(json.dumps({"tuned": nfd.MALLOC_TUNED, "mapped": mapped}))
+"""
+
+
+@pytest.mark.skipif(
+    platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc's malloc tuning only"
+)
+def test_malloc_keeps_freed_memory_unless_the_user_opts_out():
+    """Importing nfd serves large blocks from glibc's heap (no mmap per block, so no fresh zeroed pages per step);
+    NFD_RUNTIME_ENV=0 or the user's own malloc settings leave glibc's default: a 64 MB block gets its own mapping."""
+    base = {k: v for k, v in os.environ.items() if k not in nfd.MALLOC_USER_SETTINGS and k != "NFD_RUNTIME_ENV"}
+
+    def probe(extra: dict[str, str]) -> dict[str, object]:
+        out = subprocess.run(
+            [sys.executable, "-c", _MALLOC_PROBE], env={**base, **extra}, capture_output=True, text=True, check=True
+        ).stdout
+        return json.loads(out)
+
+    assert probe({}) == {"tuned": True, "mapped": 0}
+    off = probe({"NFD_RUNTIME_ENV": "0"})
+    assert off["tuned"] is False and off["mapped"] >= 64 << 20
+    assert probe({"MALLOC_TRIM_THRESHOLD_": "131072"})["tuned"] is False
 
 
 def test_step_inputs_follow_the_trainer_streams():

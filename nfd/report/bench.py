@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from nfd import ENV_SET_BY_NFD, RUNTIME_ENV
+from nfd import ENV_SET_BY_NFD, MALLOC_TUNED, RUNTIME_ENV
 from nfd.cli import verb_help
 from nfd.config import Config, to_dict
 from nfd.errors import NfdError
@@ -49,6 +49,7 @@ def _environment(device: torch.device) -> dict[str, Any]:
         "cpu": cpu,
         "cpu_count": os.cpu_count(),
         "env": {k: os.environ.get(k) for k in RUNTIME_ENV},
+        "malloc_tuned": MALLOC_TUNED,
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 
@@ -414,8 +415,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--no-env-tuning",
         action="store_true",
-        help="run the measuring subprocesses in the environment as the user set it (default: "
-        "OMP_WAIT_POLICY=PASSIVE and THP_MEM_ALLOC_ENABLE=1 unless set: nfd.RUNTIME_ENV)",
+        help="run the measuring subprocesses in the environment as the user set it (default: nfd.RUNTIME_ENV's "
+        "OMP_WAIT_POLICY=PASSIVE, GOMP_SPINCOUNT=10000 and THP_MEM_ALLOC_ENABLE=1 unless set, and glibc's malloc "
+        "keeping freed memory: nfd.keep_freed_memory)",
     )
     p.add_argument(
         "--in-process",
