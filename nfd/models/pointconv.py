@@ -118,7 +118,8 @@ def form_cost_terms(
     if form == "weights":  # W = h @ L: [M * k, mid] @ [mid, Cin * Cout], then bmm [M, B, k * Cin] @ W
         return (m * k * c * o * b, m * k * j * c * o, m * k * c * o + m * b * k * c, 0, 0)
     if form == "grouped":  # per offset group: [pairs * B, Cin] @ W(u), accumulated into [M, B * Cout]
-        return (m * k * b * c * o + num_groups * j * c * o, 0, m * k * b * (c + o), num_groups, 0)
+        floats = m * k * b * (c + o) + num_groups * c * o  # the pairs' rows and products, and W(u) [G, Cin, Cout]
+        return (m * k * b * c * o + num_groups * j * c * o, 0, floats, num_groups, 0)
     raise ValueError(f"unknown PointConv form '{form}' (known: factored, weights, grouped)")
 
 
@@ -155,13 +156,14 @@ class PointConv(nn.Module):
     GROUPED_MIN_IN_CH = 16
     """Narrower inputs never take the grouped form: its products would have Cin columns (Cin 3: 0.39 s -> 1.36 s)."""
 
-    COST_WEIGHTS = (1.0, 3.0, 34.0, 2.3e6, 5.0e4)
+    COST_WEIGHTS = (1.0, 14.0, 230.0, 1.2e6, 0.0)
     """Weights of :func:`form_cost_terms` in multiply-add equivalents: (efficient multiply-adds, multiply-adds of
     products with an inner dimension of ``k`` or ``mid``, floats materialised, offset groups, queries of the factored
-    form's batched product). Fitted by non-negative least squares to every level of every preset, each form timed
-    through forward, R1's gradient and the backward of both (``benchmarks/bench_pointconv_forms.py``, 2 threads,
-    2-core AMD EPYC, 2026-12-02); with them the chosen forms took 20.3 s of the levels' 19.3 s best (leaving any one
-    preset out of the fit: within 9% of its best), against 36.1 s for the multiply-add count alone."""
+    form's batched product). Fitted by non-negative least squares to every level of every paper preset, each form
+    timed through forward, R1's gradient and the backward of both (``benchmarks/bench_pointconv_forms.py --fit``,
+    2 threads, 2-core AMD EPYC with AVX-512, 2026-12-03, with nfd's runtime tuning: freed memory kept by malloc,
+    which made the large intermediates of the 'weights' form several times cheaper than in the earlier fit); with
+    them the chosen forms took 8.53 s of the levels' 8.15 s best, against 9.08 s for the previous weights."""
 
     def shared_strategy(
         self, batch: int, queries: int, k: int, groups: Callable[[], OffsetGroups] | None = None
