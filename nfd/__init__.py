@@ -9,8 +9,10 @@ RUNTIME_ENV = {
     # an order of magnitude on a small CPU; passive waiting costs little when a job runs alone...
     "OMP_WAIT_POLICY": "PASSIVE",
     # ...except that a step of thousands of small products wakes the sleeping threads through a futex each time: a
-    # short spin first (GNU OpenMP: ~0.1 ms) keeps them awake between consecutive parallel regions (CelebAHQ 128
-    # real branch with R1, 2 threads: 8-12 s passive, 5 s with this spin) and bounds what a waiting job burns.
+    # short spin first (GNU OpenMP: ~0.1 ms) keeps them awake between consecutive parallel regions. Measured on 2
+    # cores: the CelebAHQ 128 step 17.1 s passive -> 12.1 s with this spin; but two 2-thread demo_mnist jobs at once
+    # 1.0 -> 1.9 s per step. Jobs that share cores should set GOMP_SPINCOUNT=0 (the Snakemake train rule takes every
+    # core, so the demo and paper runs do not share).
     "GOMP_SPINCOUNT": "10000",
     # PyTorch's CPU allocator then asks for transparent huge pages (madvise) for tensors of 2 MB and more. The
     # discriminator's step allocates and frees tensors of hundreds of MB; without huge pages every fresh one costs a
