@@ -153,8 +153,10 @@ class PointConv(nn.Module):
     strategy: str = "auto"
     """Shared-neighbourhood form: 'auto' (see :meth:`shared_strategy`), 'factored', 'weights' or 'grouped'."""
 
-    GROUPED_MIN_IN_CH = 16
-    """Narrower inputs never take the grouped form: its products would have Cin columns (Cin 3: 0.39 s -> 1.36 s)."""
+    GROUPED_MIN_IN_CH = 64
+    """Narrower inputs never take the grouped form: its products would have Cin columns (Cin 3: 0.39 s -> 1.36 s;
+    ``demo_mnist``'s 32 -> 64 level, which the cost model fitted to the paper presets would give it: its bf16 step at
+    2 threads 0.28 s -> 0.34 s, alternating in one process). Every grouped level of the paper presets has 64 or more."""
 
     COST_WEIGHTS = (1.0, 14.0, 230.0, 1.2e6, 0.0)
     """Weights of :func:`form_cost_terms` in multiply-add equivalents: (efficient multiply-adds, multiply-adds of
