@@ -16,6 +16,11 @@ import statistics
 import sys
 import time
 
+import nfd  # before torch: nfd's runtime tuning (nfd.RUNTIME_ENV) acts only so
+
+if __name__ == "__main__":  # under jemalloc where installed, as the nfd command runs
+    nfd.run_under_jemalloc([sys.executable, *sys.argv])
+
 import torch
 
 from nfd.metrics.registry import write_json

@@ -14,10 +14,17 @@ equivalents, as ``PointConv.COST_WEIGHTS`` holds them) and the time the chosen f
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from typing import Any
 
 import numpy as np
+
+import nfd  # before torch: nfd's runtime tuning (nfd.RUNTIME_ENV) acts only so
+
+if __name__ == "__main__":  # under jemalloc where installed, as the nfd command runs
+    nfd.run_under_jemalloc([sys.executable, *sys.argv])
+
 import torch
 from scipy.optimize import nnls
 

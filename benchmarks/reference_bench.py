@@ -36,6 +36,9 @@ from typing import Any
 
 import nfd  # before torch (imported by the children only): its runtime tuning acts only so (nfd.RUNTIME_ENV)
 
+if __name__ == "__main__":  # the whole process tree under jemalloc where installed; the 'ref' child gets it removed
+    nfd.run_under_jemalloc([sys.executable, *sys.argv])
+
 PRESETS = ("mnist", "celebahq64", "celebahq128", "shapenet_chairs")
 IMPLS = ("nfd", "ref", "nfd_bf16", "ref_tuned")
 """The children of a round: nfd in float32, the authors' code, (with ``--nfd-amp``) nfd under bf16 autocast and (with
@@ -254,7 +257,11 @@ def run_child(args: argparse.Namespace) -> None:
         rec = {"error": "out of memory"}
     rec["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     rec["threads"] = torch.get_num_threads()
-    rec["runtime_tuning"] = {**{k: os.environ.get(k) for k in nfd.RUNTIME_ENV}, "malloc_tuned": nfd.MALLOC_TUNED}
+    rec["runtime_tuning"] = {
+        **{k: os.environ.get(k) for k in nfd.RUNTIME_ENV},
+        "malloc_tuned": nfd.MALLOC_TUNED,
+        "allocator": nfd.ALLOCATOR,
+    }
     print(json.dumps(rec))
 
 
@@ -266,9 +273,7 @@ def spawn(args: argparse.Namespace, impl: str, preset: str) -> dict[str, Any]:
         argv += ["--batch", str(args.batch)]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
     if impl == "ref":  # the authors' code as their users run it: none of nfd's runtime tuning
-        for k in nfd.ENV_SET_BY_NFD:
-            env.pop(k, None)
-        env["NFD_RUNTIME_ENV"] = "0"
+        env = nfd.untuned_env(env)
     t0 = time.perf_counter()
     res = subprocess.run(argv, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
@@ -312,8 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--reference-tuned",
         action="store_true",
-        help="also time the authors' code under nfd's runtime tuning (nfd.RUNTIME_ENV and glibc malloc keeping freed "
-        "memory, nfd.keep_freed_memory), a further child per round: how much of the speedup is the runtime's",
+        help="also time the authors' code under nfd's runtime tuning (nfd.RUNTIME_ENV, and jemalloc where installed, "
+        "else glibc malloc keeping freed memory), a further child per round: how much of the speedup is the runtime's",
     )
     p.add_argument("--child", choices=IMPLS, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)

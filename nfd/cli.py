@@ -13,7 +13,7 @@ import sys
 import threading
 from typing import Any
 
-from nfd import __version__
+from nfd import ALLOCATOR, __version__, run_under_jemalloc
 from nfd.errors import NfdError
 
 VERBS: dict[str, tuple[str, str]] = {
@@ -104,7 +104,7 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
         prog="nfd",
         description="Generative models as distributions of functions: data, training, sampling, figures, metrics.",
     )
-    parser.add_argument("--version", action="version", version=f"nfd {__version__}")
+    parser.add_argument("--version", action="version", version=f"nfd {__version__} (allocator {ALLOCATOR})")
     parser.add_argument(
         "-v",
         "--verbose",
@@ -187,6 +187,10 @@ class _StartUpSignals:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``nfd`` command. Run as the process's entry (``argv`` None), it first re-executes itself under jemalloc
+    where one is installed (:func:`nfd.run_under_jemalloc`)."""
+    if argv is None:
+        run_under_jemalloc([sys.executable, "-m", "nfd", *sys.argv[1:]])
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     with _StartUpSignals() as start_up:
         try:

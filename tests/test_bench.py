@@ -186,7 +186,8 @@ print(json.dumps({"tuned": nfd.MALLOC_TUNED, "mapped": mapped}))
 def test_malloc_keeps_freed_memory_unless_the_user_opts_out():
     """Importing nfd serves large blocks from glibc's heap (no mmap per block, so no fresh zeroed pages per step);
     NFD_RUNTIME_ENV=0 or the user's own malloc settings leave glibc's default: a 64 MB block gets its own mapping."""
-    base = {k: v for k, v in os.environ.items() if k not in nfd.MALLOC_USER_SETTINGS and k != "NFD_RUNTIME_ENV"}
+    drop = {*nfd.MALLOC_USER_SETTINGS, "NFD_RUNTIME_ENV", "LD_PRELOAD", "MALLOC_CONF"}  # glibc's malloc, untuned
+    base = {k: v for k, v in os.environ.items() if k not in drop}
 
     def probe(extra: dict[str, str]) -> dict[str, object]:
         out = subprocess.run(
@@ -339,3 +340,58 @@ def test_cli_errors(capsys):
     if not torch.cuda.is_available():
         assert main(["bench", "--preset", "tiny", "--device", "cuda"]) == 2
         assert "CUDA is not available" in capsys.readouterr().err
+
+
+def test_jemalloc_env_preloads_it_once_and_untuned_env_restores_the_users_environment():
+    """The re-execution's environment puts jemalloc first in LD_PRELOAD (the user's preloads kept), gives it nfd's
+    settings unless the user has their own, and is refused where it does not apply; :func:`nfd.untuned_env` undoes
+    exactly what it added (round trip to the user's environment)."""
+    lib = "/opt/env/lib/libjemalloc.so.2"
+    user = {"PATH": "/usr/bin", "LD_PRELOAD": "/usr/lib/libfoo.so"}
+    env = nfd.jemalloc_env(user, lib)
+    assert env is not None
+    assert env["LD_PRELOAD"] == f"{lib}:/usr/lib/libfoo.so"
+    assert env["MALLOC_CONF"] == nfd.JEMALLOC_CONF
+    assert nfd.untuned_env(env) == {**user, "NFD_RUNTIME_ENV": "0"}
+    own = nfd.jemalloc_env({"MALLOC_CONF": "narenas:1"}, lib)
+    assert own is not None and own["MALLOC_CONF"] == "narenas:1" and own["LD_PRELOAD"] == lib
+    assert nfd.untuned_env(own) == {"MALLOC_CONF": "narenas:1", "NFD_RUNTIME_ENV": "0"}
+    for refused in (
+        {"NFD_RUNTIME_ENV": "0"},
+        {"NFD_ALLOCATOR": "system"},
+        {"LD_PRELOAD": "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"},
+        env,  # the re-executed process does not re-execute again
+    ):
+        assert nfd.jemalloc_env(refused, lib) is None, refused
+    assert nfd.jemalloc_env(user, None) is None
+    if platform.system() == "Linux":  # the variables that importing nfd set are left for the new process to set
+        set_here = {k: nfd.RUNTIME_ENV[k] for k in nfd.RUNTIME_ENV}
+        again = nfd.jemalloc_env({**user, **set_here}, lib)
+        assert again is not None
+        assert {k for k in nfd.ENV_SET_BY_NFD}.isdisjoint(again)
+
+
+@pytest.mark.skipif(
+    nfd.jemalloc_library() is None, reason="no jemalloc installed (optional: libjemalloc2, conda's jemalloc)"
+)
+def test_nfd_command_runs_under_jemalloc_where_installed():
+    """The `nfd` command re-executes itself under jemalloc (its --version says which allocator runs); with
+    NFD_ALLOCATOR=system or NFD_RUNTIME_ENV=0 it keeps the system's, and a child started with untuned_env does too."""
+    drop = {"LD_PRELOAD", "MALLOC_CONF", "NFD_RUNTIME_ENV", "NFD_ALLOCATOR", "NFD_ALLOCATOR_PRELOADED"}
+    base = {k: v for k, v in os.environ.items() if k not in drop}
+
+    def version(extra: dict[str, str]) -> str:
+        cmd = [sys.executable, "-m", "nfd", "--version"]
+        return subprocess.run(cmd, env={**base, **extra}, capture_output=True, text=True, check=True).stdout
+
+    assert "allocator jemalloc" in version({})
+    assert "allocator system" in version({"NFD_ALLOCATOR": "system"})
+    assert "allocator system" in version({"NFD_RUNTIME_ENV": "0"})
+    probe = (
+        "import nfd, os, subprocess, sys; assert nfd.ALLOCATOR == 'jemalloc', nfd.ALLOCATOR; "
+        "sys.exit(subprocess.run([sys.executable, '-c', 'import nfd; print(nfd.ALLOCATOR, nfd.MALLOC_TUNED)'], "
+        "env=nfd.untuned_env(dict(os.environ))).returncode)"
+    )
+    cmd = [sys.executable, "-c", f"import nfd, sys; nfd.run_under_jemalloc([sys.executable, '-c', {probe!r}])"]
+    out = subprocess.run(cmd, env=base, capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["system", "False"]

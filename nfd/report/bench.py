@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from nfd import ENV_SET_BY_NFD, MALLOC_TUNED, RUNTIME_ENV
+from nfd import ALLOCATOR, MALLOC_TUNED, RUNTIME_ENV, untuned_env
 from nfd.cli import verb_help
 from nfd.config import Config, to_dict
 from nfd.errors import NfdError
@@ -50,6 +50,7 @@ def _environment(device: torch.device) -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "env": {k: os.environ.get(k) for k in RUNTIME_ENV},
         "malloc_tuned": MALLOC_TUNED,
+        "allocator": ALLOCATOR,
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 
@@ -115,10 +116,8 @@ def _run_child(args: argparse.Namespace, child: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="nfd-bench-") as tmp:
         out = Path(tmp) / "child.json"
         env = dict(os.environ)
-        if args.no_env_tuning:
-            for k in ENV_SET_BY_NFD:  # set by importing nfd, not by the user
-                env.pop(k, None)
-            env["NFD_RUNTIME_ENV"] = "0"  # and the child's import of nfd must not set them again
+        if args.no_env_tuning:  # what importing nfd (or its re-execution under jemalloc) set, not the user
+            env = untuned_env(env)
         else:
             for k, v in RUNTIME_ENV.items():
                 env.setdefault(k, v)
@@ -416,8 +415,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--no-env-tuning",
         action="store_true",
         help="run the measuring subprocesses in the environment as the user set it (default: nfd.RUNTIME_ENV's "
-        "OMP_WAIT_POLICY=PASSIVE, GOMP_SPINCOUNT=10000 and THP_MEM_ALLOC_ENABLE=1 unless set, and glibc's malloc "
-        "keeping freed memory: nfd.keep_freed_memory)",
+        "OMP_WAIT_POLICY=PASSIVE, GOMP_SPINCOUNT=10000 and THP_MEM_ALLOC_ENABLE=1 unless set, jemalloc where "
+        "installed (nfd.run_under_jemalloc), else glibc's malloc keeping freed memory: nfd.keep_freed_memory)",
     )
     p.add_argument(
         "--in-process",

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from nfd import MALLOC_TUNED, RUNTIME_ENV
+from nfd import ALLOCATOR, MALLOC_TUNED, RUNTIME_ENV
 from nfd.config import Config
 from nfd.grid import grid_coords
 from nfd.models.build import build_generator
@@ -145,6 +145,7 @@ def measure_steps(
         "parallel_branches": setup.branches is not None and not naive,
         "env": {k: os.environ.get(k) for k in RUNTIME_ENV},
         "malloc_tuned": MALLOC_TUNED,
+        "allocator": ALLOCATOR,
     }
     if gen_scaling:
         coords = step_inputs(setup, step)[0]
