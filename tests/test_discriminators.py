@@ -175,6 +175,27 @@ def test_naive_path_matches_fast_path(layers: list[str]) -> None:
     torch.testing.assert_close(D(coords.expand(3, -1, -1).clone(), feats), D(coords, feats))
 
 
+@pytest.mark.parametrize("layers", [[], MIXED_LAYERS])
+def test_fast_path_matches_naive_through_r1_double_backward(layers: list[str]) -> None:
+    """The whole discriminator's fast path (shared plan, in-place activations, every PointConv form the cost model
+    picks) against the naive one: R1's gradient with respect to the features, and the penalty's gradients with
+    respect to every parameter (the second-order terms the D step backpropagates)."""
+    g = torch.Generator().manual_seed(11)
+    D = _pointconv(2, 3, layers=layers).train()
+    coords = torch.rand(90, 2, generator=g, dtype=torch.float64)
+    feats = torch.randn(3, 90, 3, generator=g, dtype=torch.float64)
+    params = [p for p in D.parameters() if p.requires_grad]
+
+    def r1_and_grads(naive: bool) -> list[torch.Tensor]:
+        f = feats.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(D(coords, f, naive=naive).sum(), f, create_graph=True)
+        penalty = 0.5 * grad.pow(2).sum()
+        return [grad.detach(), *torch.autograd.grad(penalty, params, allow_unused=True, materialize_grads=True)]
+
+    for fast, naive in zip(r1_and_grads(False), r1_and_grads(True), strict=True):
+        torch.testing.assert_close(fast, naive, rtol=1e-8, atol=1e-10)
+
+
 def test_mixed_layers_are_permutation_invariant() -> None:
     g = torch.Generator().manual_seed(8)
     D = _pointconv(2, 3, layers=MIXED_LAYERS)

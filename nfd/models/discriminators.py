@@ -12,6 +12,7 @@ import math
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from nfd.config import ConfigError, DiscriminatorConfig, EncodingConfig, parse_layers
 from nfd.models.encoding import make_encoding
@@ -78,7 +79,9 @@ class PointConvDiscriminator(nn.Module):
         h, points_major = features, False
         for conv, norm, level in zip(self.convs, self.norms, plan.levels):
             h = conv.forward_shared(h, level.conv_idx, level.conv_offsets, points_major, level.conv_groups)  # [M, B, C]
-            h, points_major = self.act(norm(h.view(-1, h.shape[-1]))).view_as(h), True
+            # In place on BatchNorm's output (a positive slope): autograd keeps the activation only, not both.
+            slope = self.act.negative_slope
+            h, points_major = F.leaky_relu(norm(h.view(-1, h.shape[-1])), slope, inplace=slope > 0).view_as(h), True
             if level.pool_idx is not None:
                 h = avg_pool_points_major(h, level.pool_idx)
         return self.final.forward_shared(h, plan.final_idx, plan.final_offsets, points_major).reshape(-1)

@@ -67,7 +67,10 @@ def batched_mlp(params: torch.Tensor, x: torch.Tensor, shape: MLPShape, slope: f
     for k, (W, b) in enumerate(_layers(params, shape)):
         h = torch.baddbmm(b.unsqueeze(1), h, W.transpose(1, 2))
         if k < last:
-            h = F.leaky_relu(h, slope)
+            # In place on the product's own output: autograd then keeps one [B, N, width] tensor per layer (the
+            # activation, from which LeakyReLU's derivative follows for a positive slope) instead of two, half of
+            # the generator's memory in the G step (1.0 GB at CelebAHQ 128's 22 x 16,384 points).
+            h = F.leaky_relu(h, slope, inplace=slope > 0)
     return torch.tanh(h)
 
 
