@@ -175,13 +175,15 @@ def test_naive_path_matches_fast_path(layers: list[str]) -> None:
     torch.testing.assert_close(D(coords.expand(3, -1, -1).clone(), feats), D(coords, feats))
 
 
+@pytest.mark.parametrize("batchnorm", [True, False])
 @pytest.mark.parametrize("layers", [[], MIXED_LAYERS])
-def test_fast_path_matches_naive_through_r1_double_backward(layers: list[str]) -> None:
+def test_fast_path_matches_naive_through_r1_double_backward(layers: list[str], batchnorm: bool) -> None:
     """The whole discriminator's fast path (shared plan, in-place activations, every PointConv form the cost model
     picks) against the naive one: R1's gradient with respect to the features, and the penalty's gradients with
-    respect to every parameter (the second-order terms the D step backpropagates)."""
+    respect to every parameter (the second-order terms the D step backpropagates). Without BatchNorm the in-place
+    activation acts on the PointConv's own output."""
     g = torch.Generator().manual_seed(11)
-    D = _pointconv(2, 3, layers=layers).train()
+    D = _pointconv(2, 3, layers=layers, batchnorm=batchnorm).train()
     coords = torch.rand(90, 2, generator=g, dtype=torch.float64)
     feats = torch.randn(3, 90, 3, generator=g, dtype=torch.float64)
     params = [p for p in D.parameters() if p.requires_grad]
